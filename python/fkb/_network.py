@@ -1,0 +1,205 @@
+"""`fkb.Network`: a network loaded into the engine, run through the C API (extension _core)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ._format import LayerSpec, ModelSpec, parse_header, write_fkb
+
+__all__ = ["Network", "load"]
+
+
+def _core_module():
+    try:
+        from . import _core
+    except ImportError as e:  # pragma: no cover - only without the compiled extension
+        raise ImportError(
+            "the FKB engine extension fkb._core is not built; install the package with "
+            "`pip install .` from the FKB source tree"
+        ) from e
+    return _core
+
+
+class Network:
+    """A network in the FKB engine (float32 or float64, as its model file says).
+
+    Create one with :func:`fkb.load`, :func:`fkb.from_keras` or :meth:`Network.from_spec`.
+    ``predict`` may be called from several threads at once (the GIL is released during the
+    computation); ``set_weights`` waits for running predictions.
+    """
+
+    def __init__(self, core: Any, source: str | None = None):
+        self._core = core
+        self._source = source
+        self._spec: ModelSpec | None = None
+
+    # -- construction --------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Network":
+        """Loads a `.fkb` file or a legacy FKB text file."""
+        path = os.fspath(path)
+        return cls(_core_module().Network(path), source=path)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> "Network":
+        """The engine's network for a ModelSpec (written to a temporary `.fkb` file)."""
+        with tempfile.TemporaryDirectory(prefix="fkb-") as tmp:
+            path = os.path.join(tmp, "model.fkb")
+            write_fkb(spec, path)
+            return cls(_core_module().Network(path))
+
+    # -- computing -----------------------------------------------------------------------
+
+    def predict(self, x: Any) -> np.ndarray:
+        """Runs the network on ``x`` of shape (batch, n_inputs) or (n_inputs,).
+
+        float32/float64 arrays keep their dtype (the output has it too) and are not copied
+        when C-contiguous; other numeric arrays are converted to the network's dtype.
+        """
+        return self._core.predict(x)
+
+    __call__ = predict
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def n_inputs(self) -> int:
+        return int(self._core.n_inputs)
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self._core.n_outputs)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Precision the network computes in."""
+        return np.dtype(self._core.dtype)
+
+    @property
+    def description(self) -> str:
+        """The header text of the network's `.fkb` file (docs/format.md)."""
+        return self._core.description
+
+    def _header(self) -> ModelSpec:
+        if self._spec is None:
+            self._spec, _ = parse_header(self._core.description)
+        return self._spec
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self._header().metadata)
+
+    @property
+    def n_params(self) -> int:
+        return self._header().n_params
+
+    @property
+    def layers(self) -> list[LayerSpec]:
+        """The layers (type, name, hyper-parameters and a copy of their tensors)."""
+        return self.to_spec().layers
+
+    def to_spec(self) -> ModelSpec:
+        """The whole network, weights included, as a ModelSpec."""
+        spec = copy.deepcopy(self._header())
+        weights = iter(self.get_weights())
+        for layer in spec.layers:
+            layer.tensors = [(name, next(weights)) for name, _ in layer.tensors]
+        return spec
+
+    # -- weights -------------------------------------------------------------------------
+
+    def _shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(t.shape) for layer in self._header().layers for _, t in layer.tensors]
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Every tensor, layer by layer in Keras order, in the network's dtype.
+
+        (A Keras Normalization layer also has an integer ``count`` weight, which FKB does not
+        keep.)
+        """
+        return [
+            self._core.get_tensor(i).reshape(shape).astype(self.dtype)
+            for i, shape in enumerate(self._shapes())
+        ]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Replaces every tensor (same list layout and shapes as :meth:`get_weights`)."""
+        shapes = self._shapes()
+        if len(weights) != len(shapes):
+            from ._errors import ShapeError
+
+            raise ShapeError(f"{len(weights)} arrays given, the network has {len(shapes)} tensors")
+        arrays = []
+        for i, (w, shape) in enumerate(zip(weights, shapes)):
+            a = np.asarray(w, dtype=np.float64)
+            if a.shape != shape:
+                from ._errors import ShapeError
+
+                raise ShapeError(f"weight {i}: shape {a.shape}, expected {shape}")
+            arrays.append(a)
+        for i, a in enumerate(arrays):
+            self._core.set_tensor(i, a.ravel())
+
+    # -- files ---------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike, format: str = "fkb") -> None:
+        """Writes the network: ``format='fkb'`` (bit-exact) or ``'legacy'`` (FKB text)."""
+        path = os.fspath(path)
+        if format == "fkb":
+            self._core.save(path)
+        elif format == "legacy":
+            self._core.save_legacy(path)
+        else:
+            raise ValueError(f"format must be 'fkb' or 'legacy', not {format!r}")
+
+    # -- display -------------------------------------------------------------------------
+
+    def summary(self, print_fn: Callable[[str], Any] | None = print) -> str:
+        """A Keras-like table of the layers; printed with ``print_fn`` and returned."""
+        text = format_summary(self._header())
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def __repr__(self) -> str:
+        name = self._header().metadata.get("name", "")
+        return (
+            f"<fkb.Network {name!r} {self.dtype.name} {self.n_inputs} -> {self.n_outputs}, "
+            f"{len(self._header().layers)} layers>"
+        )
+
+
+def format_summary(spec: ModelSpec) -> str:
+    """Keras-like table: layer (type), output shape, parameter count."""
+    rows = [("Layer (type)", "Output Shape", "Param #")]
+    rows.append(("input (InputLayer)", f"(None, {spec.n_inputs})", "0"))
+    widths = spec.widths()
+    for layer, w in zip(spec.layers, widths[1:]):
+        extra = ""
+        if "activation" in layer.config:
+            extra = f", {layer.config['activation']}"
+        rows.append((f"{layer.name} ({layer.type}{extra})", f"(None, {w})",
+                     f"{layer.n_params:,}"))
+    c0 = max(len(r[0]) for r in rows) + 2
+    c1 = max(len(r[1]) for r in rows) + 2
+    c2 = max(len(r[2]) for r in rows)
+    line = "=" * (c0 + c1 + c2)
+    out = [f'Model: "{spec.metadata.get("name", "")}" ({spec.dtype})', line]
+    for i, (a, b, c) in enumerate(rows):
+        out.append(f"{a:<{c0}}{b:<{c1}}{c:>{c2}}")
+        if i == 0:
+            out.append(line)
+    out.append(line)
+    out.append(f"Total params: {spec.n_params:,}")
+    return "\n".join(out)
+
+
+def load(path: str | os.PathLike) -> Network:
+    """Loads a `.fkb` file or a legacy FKB text file into the engine."""
+    return Network.load(path)

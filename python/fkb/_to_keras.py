@@ -1,0 +1,91 @@
+"""ModelSpec -> an equivalent Keras 3 model with the same weights.
+
+The model is a Sequential model of the Keras layers the FKB layer types come from, in the
+model's precision, so that ``to_keras(from_keras(m))`` computes exactly what ``m`` computes.
+Activations Keras has no name for (``gelu_tanh``, leaky_relu/elu with a non-default alpha in a
+Dense layer) use the serializable objects of :mod:`fkb._keras_objects`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._errors import UnsupportedError
+from ._format import ALPHA_DEFAULTS, ModelSpec
+
+__all__ = ["spec_to_keras", "keras_activation"]
+
+
+def keras_activation(act: str, alpha: float | None) -> Any:
+    """The Keras 3 activation (name or object) for an fkb activation."""
+    from . import _keras_objects as ko
+
+    if act in ALPHA_DEFAULTS:
+        a = ALPHA_DEFAULTS[act] if alpha is None else float(alpha)
+        if a == ALPHA_DEFAULTS[act]:
+            return act
+        return ko.LeakyReLUActivation(a) if act == "leaky_relu" else ko.ELUActivation(a)
+    if act == "gelu_tanh":
+        return ko.gelu_tanh
+    return act
+
+
+def spec_to_keras(spec: ModelSpec) -> Any:
+    """Builds the Keras 3 model of ``spec`` (tensors must hold data)."""
+    import keras
+
+    spec.validate()
+    dtype = spec.dtype
+    name = spec.metadata.get("name") or "fkb_model"
+    model = keras.Sequential(name=_safe_name(name))
+    model.add(keras.Input(shape=(spec.n_inputs,), dtype=dtype))
+    L = keras.layers
+    for layer in spec.layers:
+        c = layer.config
+        kw = {"name": layer.name, "dtype": dtype}
+        if layer.type == "dense":
+            kl = L.Dense(c["units"], activation=keras_activation(c["activation"], c.get("alpha")),
+                         use_bias=c["use_bias"], **kw)
+        elif layer.type == "activation":
+            kl = L.Activation(keras_activation(c["activation"], c.get("alpha")), **kw)
+        elif layer.type == "dropout":
+            kl = L.Dropout(c["rate"], **kw)
+        elif layer.type == "flatten":
+            kl = L.Flatten(**kw)
+        elif layer.type == "batch_normalization":
+            kl = L.BatchNormalization(axis=-1, epsilon=c["epsilon"], center=c["center"],
+                                      scale=c["scale"], **kw)
+        elif layer.type == "layer_normalization":
+            kl = L.LayerNormalization(axis=-1, epsilon=c["epsilon"], center=c["center"],
+                                      scale=c["scale"], **kw)
+        elif layer.type == "normalization":
+            kl = L.Normalization(axis=-1, invert=c["invert"], **kw)
+        elif layer.type == "relu":
+            kl = L.ReLU(max_value=c["max_value"], negative_slope=c["negative_slope"],
+                        threshold=c["threshold"], **kw)
+        elif layer.type == "leaky_relu":
+            kl = L.LeakyReLU(negative_slope=c["negative_slope"], **kw)
+        elif layer.type == "elu":
+            kl = L.ELU(alpha=c["alpha"], **kw)
+        elif layer.type == "prelu":
+            kl = L.PReLU(**kw)
+        elif layer.type == "softmax":
+            kl = L.Softmax(axis=-1, **kw)
+        else:  # validate() refuses unknown types; kept for new types added to the table
+            raise UnsupportedError(f"layer {layer.name!r}: no Keras layer for {layer.type!r}")
+        model.add(kl)
+        weights = [np.asarray(t, dtype=dtype) for _, t in layer.tensors]
+        if layer.type == "normalization":
+            # Adapted-state weights (mean, variance, count), then Keras' own finalization.
+            kl.set_weights(weights + [np.zeros((), dtype=kl.weights[2].dtype)])
+            kl.finalize_state()
+        elif weights:
+            kl.set_weights(weights)
+    return model
+
+
+def _safe_name(name: str) -> str:
+    """Keras model names may not contain '/'."""
+    return name.replace("/", "_") or "fkb_model"
