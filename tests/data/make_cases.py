@@ -155,13 +155,16 @@ def make_model(builder: Callable[[], Any], dtype: str, seed: int) -> Any:
     """Builds a case in the given precision with random weights (fixed seed)."""
     import keras
 
-    old = keras.config.floatx()
+    # Keras caches its default dtype policy on first use, so set_floatx alone is not enough.
+    old_floatx, old_policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
     try:
         keras.utils.set_random_seed(seed)
         model = builder()
     finally:
-        keras.config.set_floatx(old)
+        keras.config.set_floatx(old_floatx)
+        keras.config.set_dtype_policy(old_policy)
     _randomise(model, np.random.default_rng(seed))
     return model
 
