@@ -1,0 +1,128 @@
+/*
+ * FKB, the Fortran-Keras Bridge: C API.
+ *
+ * Conventions
+ * - Every fallible call returns an fkb_status: FKB_OK (0) on success, a negative code on
+ *   failure. fkb_last_error() then gives the details of the last failure on this thread.
+ * - Handles are opaque. Whoever receives a handle from a *_load call owns it and releases it
+ *   with the matching *_free, which accepts NULL and sets the caller's pointer to NULL.
+ * - Arrays cross as pointer + explicit sizes. Samples are contiguous: element i of sample b is
+ *   x[b*n_in + i], i.e. a C/numpy (batch, n_in) row-major array, the same bytes as a Fortran
+ *   array x(n_in, batch).
+ *
+ * Thread safety of fkb_network: the query calls (n_inputs, n_outputs, dtype, description,
+ * n_tensors, get_tensor) and the predict calls may run concurrently on one handle from any
+ * number of threads; each predict call takes its own workspace and gives the same bits as a
+ * serial call. load, save, set_tensor and free need exclusive access to the handle.
+ */
+#ifndef FKB_FKB_H
+#define FKB_FKB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fkb/fkb_version.h"
+
+#if defined(_WIN32) && defined(FKB_SHARED)
+#  if defined(FKB_BUILDING)
+#    define FKB_API __declspec(dllexport)
+#  else
+#    define FKB_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__)
+#  define FKB_API __attribute__((visibility("default")))
+#else
+#  define FKB_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Result of every fallible call. The one list of codes; fkb_status_string() names each. */
+typedef enum fkb_status {
+    FKB_OK = 0,                /**< success */
+    FKB_ERR_ARGUMENT = -1,     /**< invalid argument: NULL pointer, batch <= 0, bad index */
+    FKB_ERR_IO = -2,           /**< file cannot be opened, read or written */
+    FKB_ERR_FORMAT = -3,       /**< malformed or truncated model file */
+    FKB_ERR_VERSION = -4,      /**< model file format version not supported */
+    FKB_ERR_UNSUPPORTED = -5,  /**< unknown layer, activation or option */
+    FKB_ERR_SHAPE = -6,        /**< shapes disagree (tensor vs layer, input width vs model) */
+    FKB_ERR_MEMORY = -7,       /**< allocation failed or size beyond the sane limits */
+    FKB_ERR_INTERNAL = -8      /**< a bug in FKB: please report it */
+} fkb_status;
+
+/** Precision a network computes in (that of the Keras model it came from). */
+typedef enum fkb_dtype {
+    FKB_FLOAT32 = 1,
+    FKB_FLOAT64 = 2
+} fkb_dtype;
+
+/** A loaded network. */
+typedef struct fkb_network fkb_network;
+
+/** Version of the library actually linked, e.g. "0.1.0" (compare with FKB_VERSION_STRING). */
+FKB_API const char *fkb_version(void);
+
+/** Short English name of a status code; never NULL. */
+FKB_API const char *fkb_status_string(fkb_status status);
+
+/** Details of the last failure of an FKB call on the calling thread ("" if none yet).
+ *  The text stays valid until the next failing FKB call on this thread. */
+FKB_API const char *fkb_last_error(void);
+
+/** Loads a `.fkb` file or a legacy FKB text file. On success *out owns a new network; on
+ *  failure *out is set to NULL and nothing is leaked. */
+FKB_API fkb_status fkb_network_load(const char *path, fkb_network **out);
+
+/** Writes the network as a `.fkb` file (format in docs/format.md); bit-exact round trip. */
+FKB_API fkb_status fkb_network_save(const fkb_network *net, const char *path);
+
+/** Writes the network in the legacy FKB text format (Dense chains with the activations,
+ *  Dropout and BatchNormalization that format knows); other networks are refused. */
+FKB_API fkb_status fkb_network_save_legacy(const fkb_network *net, const char *path);
+
+/** Releases a network; accepts NULL or a pointer to NULL; sets *net to NULL. */
+FKB_API void fkb_network_free(fkb_network **net);
+
+/** Width of one input sample, or -1 if net is NULL. */
+FKB_API int64_t fkb_network_n_inputs(const fkb_network *net);
+
+/** Width of one output sample, or -1 if net is NULL. */
+FKB_API int64_t fkb_network_n_outputs(const fkb_network *net);
+
+/** Precision the network computes in (FKB_FLOAT32 or FKB_FLOAT64), or 0 if net is NULL. */
+FKB_API int fkb_network_dtype(const fkb_network *net);
+
+/** Runs the network on a batch: x holds batch*n_inputs values, y receives batch*n_outputs.
+ *  float32 host arrays; the network computes in its own precision either way. */
+FKB_API fkb_status fkb_network_predict(const fkb_network *net, const float *x, int64_t batch,
+                                       float *y);
+
+/** As fkb_network_predict, with float64 host arrays. */
+FKB_API fkb_status fkb_network_predict_f64(const fkb_network *net, const double *x,
+                                           int64_t batch, double *y);
+
+/** The network's architecture as the header text of its `.fkb` file (docs/format.md): the
+ *  layers with every hyper-parameter, tensor names and shapes, and metadata. Owned by the
+ *  network, valid until it is freed; NULL if net is NULL. */
+FKB_API const char *fkb_network_description(const fkb_network *net);
+
+/** Number of parameter tensors (the `tensor` lines of the description, in that order). */
+FKB_API int64_t fkb_network_n_tensors(const fkb_network *net);
+
+/** Copies tensor `index` (0-based) into out, which holds `count` values; count must equal the
+ *  tensor's size. Values are converted to double exactly (also for float32 networks). */
+FKB_API fkb_status fkb_network_get_tensor(const fkb_network *net, int64_t index, double *out,
+                                          int64_t count);
+
+/** Overwrites tensor `index` from `count` doubles (rounded to float32 for float32 networks).
+ *  Needs exclusive access to the network. */
+FKB_API fkb_status fkb_network_set_tensor(fkb_network *net, int64_t index, const double *values,
+                                          int64_t count);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* FKB_FKB_H */

@@ -1,0 +1,266 @@
+!! The C API (include/fkb/fkb.h): bind(C) shims over the Fortran engine. They translate
+!! handles, C strings and pointer+size arrays, check for NULL, and turn stat/errmsg into an
+!! fkb_status plus the thread's last-error text. Nothing is computed here.
+module fkb_c_api
+  use iso_c_binding, only: c_ptr, c_int, c_int64_t, c_char, c_float, c_double, c_size_t, &
+                           c_null_ptr, c_null_char, c_associated, c_f_pointer, c_loc
+  use iso_fortran_env, only: int64
+  use fkb_network_m, only: fkb_network
+  use fkb_errors, only: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_MEMORY
+  implicit none
+  private
+
+  integer, parameter :: MSG_LEN = 4000
+
+  interface
+    subroutine c_set_last_error(msg, n) bind(c, name='fkb_c_set_last_error')
+      import :: c_char, c_size_t
+      character(kind=c_char), intent(in) :: msg(*)
+      integer(c_size_t), value :: n
+    end subroutine c_set_last_error
+    pure integer(c_size_t) function c_strlen(s) bind(c, name='strlen')
+      import :: c_ptr, c_size_t
+      type(c_ptr), value, intent(in) :: s
+    end function c_strlen
+  end interface
+
+contains
+
+  integer(c_int) function fail(code, text)
+    ! Records text as the last error and returns code.
+    integer, intent(in) :: code
+    character(len=*), intent(in) :: text
+    call c_set_last_error(text, len(text, c_size_t))
+    fail = int(code, c_int)
+  end function fail
+
+  integer(c_int) function finish(stat, msg)
+    integer, intent(in) :: stat
+    character(len=*), intent(in) :: msg
+    if (stat == FKB_OK) then
+      finish = FKB_OK
+    else
+      finish = fail(stat, trim(msg))
+    end if
+  end function finish
+
+  function c_string(p) result(s)
+    ! A Fortran copy of a NUL-terminated C string.
+    type(c_ptr), intent(in) :: p
+    character(len=:), allocatable :: s
+    character(kind=c_char), pointer :: chars(:)
+    integer(c_size_t) :: n, i
+    n = c_strlen(p)
+    call c_f_pointer(p, chars, [n])
+    allocate(character(len=n) :: s)
+    do i = 1, n
+      s(i:i) = chars(i)
+    end do
+  end function c_string
+
+  logical function get_net(handle, net)
+    ! The network behind a handle; false if the handle is NULL.
+    type(c_ptr), intent(in) :: handle
+    type(fkb_network), pointer, intent(out) :: net
+    net => null()
+    get_net = c_associated(handle)
+    if (get_net) call c_f_pointer(handle, net)
+  end function get_net
+
+  integer(c_int) function c_network_load(path, out) bind(c, name='fkb_network_load')
+    type(c_ptr), value :: path, out
+    type(c_ptr), pointer :: outp
+    type(fkb_network), pointer :: net
+    character(len=MSG_LEN) :: msg
+    integer :: stat
+    if (.not. c_associated(out)) then
+      c_network_load = fail(FKB_ERR_ARGUMENT, 'fkb_network_load: out is NULL')
+      return
+    end if
+    call c_f_pointer(out, outp)
+    outp = c_null_ptr
+    if (.not. c_associated(path)) then
+      c_network_load = fail(FKB_ERR_ARGUMENT, 'fkb_network_load: path is NULL')
+      return
+    end if
+    allocate(net, stat=stat)
+    if (stat /= 0) then
+      c_network_load = fail(FKB_ERR_MEMORY, 'fkb_network_load: out of memory')
+      return
+    end if
+    msg = ''
+    call net%load(c_string(path), stat=stat, errmsg=msg)
+    if (stat /= FKB_OK) then
+      deallocate(net)
+      c_network_load = fail(stat, trim(msg))
+      return
+    end if
+    outp = c_loc(net)
+    c_network_load = FKB_OK
+  end function c_network_load
+
+  integer(c_int) function c_network_save(handle, path) bind(c, name='fkb_network_save')
+    type(c_ptr), value :: handle, path
+    c_network_save = save_as(handle, path, 'fkb')
+  end function c_network_save
+
+  integer(c_int) function c_network_save_legacy(handle, path) &
+      bind(c, name='fkb_network_save_legacy')
+    type(c_ptr), value :: handle, path
+    c_network_save_legacy = save_as(handle, path, 'legacy')
+  end function c_network_save_legacy
+
+  integer(c_int) function save_as(handle, path, format)
+    type(c_ptr), intent(in) :: handle, path
+    character(len=*), intent(in) :: format
+    type(fkb_network), pointer :: net
+    character(len=MSG_LEN) :: msg
+    integer :: stat
+    if (.not. get_net(handle, net)) then
+      save_as = fail(FKB_ERR_ARGUMENT, 'fkb_network_save: network is NULL')
+    else if (.not. c_associated(path)) then
+      save_as = fail(FKB_ERR_ARGUMENT, 'fkb_network_save: path is NULL')
+    else
+      msg = ''
+      call net%save(c_string(path), stat=stat, errmsg=msg, format=format)
+      save_as = finish(stat, msg)
+    end if
+  end function save_as
+
+  subroutine c_network_free(handle_ref) bind(c, name='fkb_network_free')
+    type(c_ptr), value :: handle_ref
+    type(c_ptr), pointer :: handle
+    type(fkb_network), pointer :: net
+    if (.not. c_associated(handle_ref)) return
+    call c_f_pointer(handle_ref, handle)
+    if (get_net(handle, net)) deallocate(net)
+    handle = c_null_ptr
+  end subroutine c_network_free
+
+  integer(c_int64_t) function c_network_n_inputs(handle) bind(c, name='fkb_network_n_inputs')
+    type(c_ptr), value :: handle
+    type(fkb_network), pointer :: net
+    c_network_n_inputs = -1
+    if (get_net(handle, net)) c_network_n_inputs = net%n_inputs()
+  end function c_network_n_inputs
+
+  integer(c_int64_t) function c_network_n_outputs(handle) bind(c, name='fkb_network_n_outputs')
+    type(c_ptr), value :: handle
+    type(fkb_network), pointer :: net
+    c_network_n_outputs = -1
+    if (get_net(handle, net)) c_network_n_outputs = net%n_outputs()
+  end function c_network_n_outputs
+
+  integer(c_int) function c_network_dtype(handle) bind(c, name='fkb_network_dtype')
+    type(c_ptr), value :: handle
+    type(fkb_network), pointer :: net
+    c_network_dtype = 0
+    if (get_net(handle, net)) c_network_dtype = net%dtype()
+  end function c_network_dtype
+
+  integer(c_int) function check_predict(handle, x, batch, y, net)
+    type(c_ptr), intent(in) :: handle, x, y
+    integer(c_int64_t), intent(in) :: batch
+    type(fkb_network), pointer, intent(out) :: net
+    check_predict = FKB_OK
+    if (.not. get_net(handle, net)) then
+      check_predict = fail(FKB_ERR_ARGUMENT, 'fkb_network_predict: network is NULL')
+    else if (.not. (c_associated(x) .and. c_associated(y))) then
+      check_predict = fail(FKB_ERR_ARGUMENT, 'fkb_network_predict: x or y is NULL')
+    else if (batch < 1) then
+      check_predict = fail(FKB_ERR_ARGUMENT, 'fkb_network_predict: batch must be at least 1')
+    end if
+  end function check_predict
+
+  integer(c_int) function c_network_predict(handle, x, batch, y) &
+      bind(c, name='fkb_network_predict')
+    type(c_ptr), value :: handle, x, y
+    integer(c_int64_t), value :: batch
+    type(fkb_network), pointer :: net
+    real(c_float), pointer, contiguous :: xf(:, :), yf(:, :)
+    character(len=:), allocatable :: msg
+    integer :: stat
+    c_network_predict = check_predict(handle, x, batch, y, net)
+    if (c_network_predict /= FKB_OK) return
+    call c_f_pointer(x, xf, [net%n_inputs(), int(batch, int64)])
+    call c_f_pointer(y, yf, [net%n_outputs(), int(batch, int64)])
+    msg = ''
+    call net%predict_core(net%n_inputs(), net%n_outputs(), int(batch, int64), &
+                          int(batch, int64), stat, msg, x32=xf, y32=yf)
+    c_network_predict = finish(stat, msg)
+  end function c_network_predict
+
+  integer(c_int) function c_network_predict_f64(handle, x, batch, y) &
+      bind(c, name='fkb_network_predict_f64')
+    type(c_ptr), value :: handle, x, y
+    integer(c_int64_t), value :: batch
+    type(fkb_network), pointer :: net
+    real(c_double), pointer, contiguous :: xf(:, :), yf(:, :)
+    character(len=:), allocatable :: msg
+    integer :: stat
+    c_network_predict_f64 = check_predict(handle, x, batch, y, net)
+    if (c_network_predict_f64 /= FKB_OK) return
+    call c_f_pointer(x, xf, [net%n_inputs(), int(batch, int64)])
+    call c_f_pointer(y, yf, [net%n_outputs(), int(batch, int64)])
+    msg = ''
+    call net%predict_core(net%n_inputs(), net%n_outputs(), int(batch, int64), &
+                          int(batch, int64), stat, msg, x64=xf, y64=yf)
+    c_network_predict_f64 = finish(stat, msg)
+  end function c_network_predict_f64
+
+  type(c_ptr) function c_network_description(handle) bind(c, name='fkb_network_description')
+    type(c_ptr), value :: handle
+    type(fkb_network), pointer :: net
+    character(len=:), pointer :: text
+    c_network_description = c_null_ptr
+    if (.not. get_net(handle, net)) return
+    text => net%description_c()
+    if (associated(text)) c_network_description = c_loc(text(1:1))
+  end function c_network_description
+
+  integer(c_int64_t) function c_network_n_tensors(handle) bind(c, name='fkb_network_n_tensors')
+    type(c_ptr), value :: handle
+    type(fkb_network), pointer :: net
+    c_network_n_tensors = -1
+    if (get_net(handle, net)) c_network_n_tensors = net%n_tensors()
+  end function c_network_n_tensors
+
+  integer(c_int) function c_network_get_tensor(handle, index, out, count) &
+      bind(c, name='fkb_network_get_tensor')
+    type(c_ptr), value :: handle, out
+    integer(c_int64_t), value :: index, count
+    type(fkb_network), pointer :: net
+    real(c_double), pointer :: values(:)
+    character(len=MSG_LEN) :: msg
+    integer :: stat
+    if (.not. get_net(handle, net) .or. .not. c_associated(out) .or. count < 0) then
+      c_network_get_tensor = fail(FKB_ERR_ARGUMENT, &
+                                  'fkb_network_get_tensor: NULL argument or negative count')
+      return
+    end if
+    call c_f_pointer(out, values, [count])
+    msg = ''
+    call net%get_tensor(index + 1, values, stat=stat, errmsg=msg)
+    c_network_get_tensor = finish(stat, msg)
+  end function c_network_get_tensor
+
+  integer(c_int) function c_network_set_tensor(handle, index, values_p, count) &
+      bind(c, name='fkb_network_set_tensor')
+    type(c_ptr), value :: handle, values_p
+    integer(c_int64_t), value :: index, count
+    type(fkb_network), pointer :: net
+    real(c_double), pointer :: values(:)
+    character(len=MSG_LEN) :: msg
+    integer :: stat
+    if (.not. get_net(handle, net) .or. .not. c_associated(values_p) .or. count < 0) then
+      c_network_set_tensor = fail(FKB_ERR_ARGUMENT, &
+                                  'fkb_network_set_tensor: NULL argument or negative count')
+      return
+    end if
+    call c_f_pointer(values_p, values, [count])
+    msg = ''
+    call net%set_tensor(index + 1, values, stat=stat, errmsg=msg)
+    c_network_set_tensor = finish(stat, msg)
+  end function c_network_set_tensor
+
+end module fkb_c_api

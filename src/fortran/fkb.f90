@@ -1,0 +1,23 @@
+!! FKB, the Fortran-Keras Bridge: `use fkb` gives a host model everything it needs.
+!!
+!!     use fkb
+!!     type(fkb_network) :: net
+!!     call net%load('model.fkb', stat=stat, errmsg=msg)
+!!     call net%predict(x, y, stat=stat)     ! x(n_in, batch) -> y(n_out, batch)
+!!
+!! Every call that can fail takes optional `stat` and `errmsg`: with `stat` present nothing
+!! ever stops the host program; `stat` is FKB_OK (0) or one of the negative FKB_ERR_* codes.
+module fkb
+  use fkb_network_m, only: fkb_network
+  use fkb_errors, only: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_IO, FKB_ERR_FORMAT, FKB_ERR_VERSION, &
+                        FKB_ERR_UNSUPPORTED, FKB_ERR_SHAPE, FKB_ERR_MEMORY, FKB_ERR_INTERNAL, &
+                        fkb_status_name
+  use fkb_tensor, only: FKB_FLOAT32, FKB_FLOAT64
+  use fkb_version, only: fkb_version_string
+  implicit none
+  private
+  public :: fkb_network, fkb_status_name, fkb_version_string
+  public :: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_IO, FKB_ERR_FORMAT, FKB_ERR_VERSION, &
+            FKB_ERR_UNSUPPORTED, FKB_ERR_SHAPE, FKB_ERR_MEMORY, FKB_ERR_INTERNAL
+  public :: FKB_FLOAT32, FKB_FLOAT64
+end module fkb

@@ -1,0 +1,273 @@
+!! The `key=value` options of one layer record, with typed accessors that report errors
+!! naming the layer, and the percent-encoding used for values in `.fkb` headers.
+!!
+!! Every accessor marks its key as used, so that a loader can refuse options it did not
+!! understand (`unused_key`) instead of silently ignoring them.
+module fkb_config
+  use iso_fortran_env, only: real64, int64
+  use fkb_errors, only: FKB_OK, FKB_ERR_FORMAT, set_error
+  implicit none
+  private
+  public :: fkb_config_t, percent_encode, percent_decode, real_text, int_text
+
+  type :: kv_t
+    character(len=:), allocatable :: key, value
+    logical :: used = .false.
+  end type kv_t
+
+  type :: fkb_config_t
+    character(len=:), allocatable :: where   !! e.g. "layer 'dense_1' (dense)", for messages
+    type(kv_t), allocatable :: items(:)
+    integer :: n = 0
+  contains
+    procedure :: set => cfg_set
+    procedure :: has => cfg_has
+    procedure :: get_text => cfg_get_text
+    procedure :: get_int => cfg_get_int
+    procedure :: get_real => cfg_get_real
+    procedure :: get_bool => cfg_get_bool
+    procedure :: unused_key => cfg_unused_key
+    procedure :: to_text => cfg_to_text
+  end type fkb_config_t
+
+contains
+
+  subroutine cfg_set(self, key, value)
+    !! Adds key=value (value not encoded), replacing an earlier value of the key.
+    class(fkb_config_t), intent(inout) :: self
+    character(len=*), intent(in) :: key, value
+    type(kv_t), allocatable :: grown(:)
+    integer :: i
+    if (.not. allocated(self%items)) allocate(self%items(8))
+    do i = 1, self%n
+      if (self%items(i)%key == key) then
+        self%items(i)%value = value
+        return
+      end if
+    end do
+    if (self%n == size(self%items)) then
+      allocate(grown(2 * self%n))
+      grown(1:self%n) = self%items(1:self%n)
+      call move_alloc(grown, self%items)
+    end if
+    self%n = self%n + 1
+    self%items(self%n)%key = key
+    self%items(self%n)%value = value
+    self%items(self%n)%used = .false.
+  end subroutine cfg_set
+
+  integer function find(self, key)
+    class(fkb_config_t), intent(in) :: self
+    character(len=*), intent(in) :: key
+    integer :: i
+    find = 0
+    do i = 1, self%n
+      if (self%items(i)%key == key) then
+        find = i
+        return
+      end if
+    end do
+  end function find
+
+  logical function cfg_has(self, key)
+    class(fkb_config_t), intent(in) :: self
+    character(len=*), intent(in) :: key
+    cfg_has = find(self, key) > 0
+  end function cfg_has
+
+  subroutine cfg_get_text(self, key, value, stat, msg, default)
+    class(fkb_config_t), intent(inout) :: self
+    character(len=*), intent(in) :: key
+    character(len=:), allocatable, intent(out) :: value
+    integer, intent(out) :: stat
+    character(len=:), allocatable, intent(inout) :: msg
+    character(len=*), intent(in), optional :: default
+    integer :: i
+    stat = FKB_OK
+    i = find(self, key)
+    if (i > 0) then
+      self%items(i)%used = .true.
+      value = self%items(i)%value
+    else if (present(default)) then
+      value = default
+    else
+      value = ''
+      call set_error(stat, msg, FKB_ERR_FORMAT, self%where // ": missing option '" // key // "'")
+    end if
+  end subroutine cfg_get_text
+
+  subroutine cfg_get_int(self, key, value, stat, msg, default)
+    class(fkb_config_t), intent(inout) :: self
+    character(len=*), intent(in) :: key
+    integer(int64), intent(out) :: value
+    integer, intent(out) :: stat
+    character(len=:), allocatable, intent(inout) :: msg
+    integer(int64), intent(in), optional :: default
+    character(len=:), allocatable :: text
+    integer :: ios
+    value = 0
+    if (present(default) .and. .not. self%has(key)) then
+      value = default
+      stat = FKB_OK
+      return
+    end if
+    call self%get_text(key, text, stat, msg)
+    if (stat /= FKB_OK) return
+    if (verify(text, '0123456789-') /= 0 .or. len(text) == 0 .or. len(text) > 19) then
+      ios = 1
+    else
+      read (text, *, iostat=ios) value
+    end if
+    if (ios /= 0) call set_error(stat, msg, FKB_ERR_FORMAT, self%where // ": option '" // &
+                                 key // "' must be an integer, got '" // text // "'")
+  end subroutine cfg_get_int
+
+  subroutine cfg_get_real(self, key, value, stat, msg, default)
+    class(fkb_config_t), intent(inout) :: self
+    character(len=*), intent(in) :: key
+    real(real64), intent(out) :: value
+    integer, intent(out) :: stat
+    character(len=:), allocatable, intent(inout) :: msg
+    real(real64), intent(in), optional :: default
+    character(len=:), allocatable :: text
+    integer :: ios
+    value = 0
+    if (present(default) .and. .not. self%has(key)) then
+      value = default
+      stat = FKB_OK
+      return
+    end if
+    call self%get_text(key, text, stat, msg)
+    if (stat /= FKB_OK) return
+    ios = 1
+    if (len(text) > 0 .and. verify(text, '0123456789+-.eEinfatyINFATY') == 0) &
+      read (text, *, iostat=ios) value
+    if (ios /= 0) call set_error(stat, msg, FKB_ERR_FORMAT, self%where // ": option '" // &
+                                 key // "' must be a number, got '" // text // "'")
+  end subroutine cfg_get_real
+
+  subroutine cfg_get_bool(self, key, value, stat, msg, default)
+    class(fkb_config_t), intent(inout) :: self
+    character(len=*), intent(in) :: key
+    logical, intent(out) :: value
+    integer, intent(out) :: stat
+    character(len=:), allocatable, intent(inout) :: msg
+    logical, intent(in), optional :: default
+    character(len=:), allocatable :: text
+    value = .false.
+    if (present(default) .and. .not. self%has(key)) then
+      value = default
+      stat = FKB_OK
+      return
+    end if
+    call self%get_text(key, text, stat, msg)
+    if (stat /= FKB_OK) return
+    if (text == '1') then
+      value = .true.
+    else if (text /= '0') then
+      call set_error(stat, msg, FKB_ERR_FORMAT, self%where // ": option '" // key // &
+                     "' must be 0 or 1, got '" // text // "'")
+    end if
+  end subroutine cfg_get_bool
+
+  function cfg_unused_key(self) result(key)
+    !! The first key no accessor asked for ('' if none).
+    class(fkb_config_t), intent(in) :: self
+    character(len=:), allocatable :: key
+    integer :: i
+    key = ''
+    do i = 1, self%n
+      if (.not. self%items(i)%used) then
+        key = self%items(i)%key
+        return
+      end if
+    end do
+  end function cfg_unused_key
+
+  function cfg_to_text(self) result(text)
+    !! " key=value key=value" with values percent-encoded, in insertion order.
+    class(fkb_config_t), intent(in) :: self
+    character(len=:), allocatable :: text
+    integer :: i
+    text = ''
+    do i = 1, self%n
+      text = text // ' ' // self%items(i)%key // '=' // percent_encode(self%items(i)%value)
+    end do
+  end function cfg_to_text
+
+  pure function percent_encode(raw) result(enc)
+    !! Encodes %, space, =, comma and control bytes as %XX (docs/format.md).
+    character(len=*), intent(in) :: raw
+    character(len=:), allocatable :: enc
+    character(len=*), parameter :: hex = '0123456789ABCDEF'
+    integer :: i, c
+    enc = ''
+    do i = 1, len(raw)
+      c = ichar(raw(i:i))
+      if (c < 33 .or. c == 127 .or. raw(i:i) == '%' .or. raw(i:i) == '=' &
+          .or. raw(i:i) == ',') then
+        enc = enc // '%' // hex(c / 16 + 1:c / 16 + 1) // hex(mod(c, 16) + 1:mod(c, 16) + 1)
+      else
+        enc = enc // raw(i:i)
+      end if
+    end do
+  end function percent_encode
+
+  subroutine percent_decode(enc, raw, ok)
+    character(len=*), intent(in) :: enc
+    character(len=:), allocatable, intent(out) :: raw
+    logical, intent(out) :: ok
+    integer :: i, hi, lo
+    raw = ''
+    ok = .true.
+    i = 1
+    do while (i <= len(enc))
+      if (enc(i:i) == '%') then
+        if (i + 2 > len(enc)) then
+          ok = .false.
+          return
+        end if
+        hi = index('0123456789ABCDEF', enc(i + 1:i + 1)) - 1
+        lo = index('0123456789ABCDEF', enc(i + 2:i + 2)) - 1
+        if (hi < 0 .or. lo < 0) then
+          ok = .false.
+          return
+        end if
+        raw = raw // achar(16 * hi + lo)
+        i = i + 3
+      else
+        raw = raw // enc(i:i)
+        i = i + 1
+      end if
+    end do
+  end subroutine percent_decode
+
+  pure function real_text(x) result(text)
+    !! A decimal form of x that reads back to the same double.
+    real(real64), intent(in) :: x
+    character(len=:), allocatable :: text
+    character(len=40) :: buf
+    if (x /= x) then
+      text = 'nan'
+    else if (x > huge(x)) then
+      text = 'inf'
+    else if (x < -huge(x)) then
+      text = '-inf'
+    else if (x == aint(x) .and. abs(x) < 1e15_real64) then
+      write (buf, '(i0,a)') int(x, int64), '.0'
+      text = trim(buf)
+    else
+      write (buf, '(es25.17e3)') x
+      text = trim(adjustl(buf))
+    end if
+  end function real_text
+
+  pure function int_text(i) result(text)
+    integer(int64), intent(in) :: i
+    character(len=:), allocatable :: text
+    character(len=24) :: buf
+    write (buf, '(i0)') i
+    text = trim(buf)
+  end function int_text
+
+end module fkb_config

@@ -1,0 +1,96 @@
+!! The one abstract interface every layer implements.
+!!
+!! A layer is created by the registry (fkb_layer_registry) from its type name, reads its
+!! options from a `fkb_config_t` in `configure` (which also declares the parameter tensors it
+!! expects, names and shapes, and sets n_out), has its tensors filled by the loader, is
+!! `prepare`d (derived constants), and then runs `forward` on whole batches: x(n_in, batch) ->
+!! y(n_out, batch), one sample per column, in the network's precision. `forward` must not
+!! allocate and must not modify the layer, so that many threads may run it at once.
+module fkb_layer
+  use iso_fortran_env, only: real32, real64, int64
+  use fkb_errors, only: FKB_OK
+  use fkb_tensor, only: fkb_tensor_t, FKB_FLOAT32
+  use fkb_config, only: fkb_config_t
+  implicit none
+  private
+  public :: fkb_layer_t
+
+  type, abstract :: fkb_layer_t
+    character(len=:), allocatable :: type_name   !! as in the file, e.g. 'dense'
+    character(len=:), allocatable :: name        !! the Keras layer name
+    integer(int64) :: n_in = 0, n_out = 0        !! widths of one sample
+    integer :: dtype = FKB_FLOAT32               !! the network's precision
+    type(fkb_tensor_t), allocatable :: params(:) !! in Keras weight order
+  contains
+    procedure(configure_i), deferred :: configure
+    procedure(options_i), deferred :: options
+    procedure(forward_r32_i), deferred :: forward_r32
+    procedure(forward_r64_i), deferred :: forward_r64
+    procedure :: prepare => layer_prepare
+    procedure :: is_identity => layer_is_identity
+    procedure :: declare_params
+  end type fkb_layer_t
+
+  abstract interface
+    subroutine configure_i(self, cfg, stat, msg)
+      !! Reads the options (self%n_in is set), sets n_out, declares the expected tensors.
+      import :: fkb_layer_t, fkb_config_t
+      class(fkb_layer_t), intent(inout) :: self
+      type(fkb_config_t), intent(inout) :: cfg
+      integer, intent(out) :: stat
+      character(len=:), allocatable, intent(inout) :: msg
+    end subroutine configure_i
+    subroutine options_i(self, cfg)
+      !! Writes the options back, as `configure` reads them.
+      import :: fkb_layer_t, fkb_config_t
+      class(fkb_layer_t), intent(in) :: self
+      type(fkb_config_t), intent(inout) :: cfg
+    end subroutine options_i
+    subroutine forward_r32_i(self, x, y)
+      import :: fkb_layer_t, real32
+      class(fkb_layer_t), intent(in) :: self
+      real(real32), intent(in), contiguous :: x(:, :)
+      real(real32), intent(inout), contiguous :: y(:, :)
+    end subroutine forward_r32_i
+    subroutine forward_r64_i(self, x, y)
+      import :: fkb_layer_t, real64
+      class(fkb_layer_t), intent(in) :: self
+      real(real64), intent(in), contiguous :: x(:, :)
+      real(real64), intent(inout), contiguous :: y(:, :)
+    end subroutine forward_r64_i
+  end interface
+
+contains
+
+  subroutine layer_prepare(self, stat, msg)
+    !! Computes constants derived from the tensors; called after every change of them.
+    class(fkb_layer_t), intent(inout) :: self
+    integer, intent(out) :: stat
+    character(len=:), allocatable, intent(inout) :: msg
+    stat = FKB_OK
+    if (.false.) msg = ''
+  end subroutine layer_prepare
+
+  logical function layer_is_identity(self)
+    !! True for layers that do nothing at inference (Dropout, Flatten): the network skips them.
+    class(fkb_layer_t), intent(in) :: self
+    layer_is_identity = .false.
+    if (.false.) layer_is_identity = self%n_in < 0
+  end function layer_is_identity
+
+  subroutine declare_params(self, names, shapes)
+    !! Declares the tensors the layer expects: names(k) with shape shapes(:, k) (unused
+    !! trailing dims < 0). Data is allocated by the loader in the network's precision.
+    class(fkb_layer_t), intent(inout) :: self
+    character(len=*), intent(in) :: names(:)
+    integer(int64), intent(in) :: shapes(:, :)
+    integer :: k
+    if (allocated(self%params)) deallocate(self%params)
+    allocate(self%params(size(names)))
+    do k = 1, size(names)
+      self%params(k)%name = trim(names(k))
+      self%params(k)%shape = pack(shapes(:, k), shapes(:, k) >= 0)
+    end do
+  end subroutine declare_params
+
+end module fkb_layer

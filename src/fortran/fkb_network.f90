@@ -1,0 +1,448 @@
+!! The network a host model loads and runs: `type(fkb_network)`.
+!!
+!! Concurrency: `predict`, the size queries, `description` and `get_tensor` may be called on
+!! one network from many threads at once (each predict claims its own workspace slot);
+!! `load`, `save` and `set_tensor` need exclusive access.
+module fkb_network_m
+  use iso_fortran_env, only: real32, real64, int64
+  use iso_c_binding, only: c_null_char
+  use fkb_errors, only: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_SHAPE, FKB_ERR_MEMORY, &
+                        FKB_ERR_FORMAT, set_error, report
+  use fkb_tensor, only: FKB_FLOAT32, FKB_FLOAT64
+  use fkb_config, only: int_text
+  use fkb_model, only: fkb_model_t
+  use fkb_io_native, only: has_magic, read_native, write_native
+  use fkb_io_legacy, only: read_legacy, write_legacy
+  use fkb_workspace, only: ws_slot, POOL_SIZE, claim_slot, release_slot, reserve
+  implicit none
+  private
+  public :: fkb_network
+
+  type :: fkb_network
+    private
+    type(fkb_model_t) :: model
+    integer, allocatable :: run(:)              !! layers that compute (identities skipped)
+    integer(int64) :: max_width = 0
+    type(ws_slot), allocatable :: pool(:)
+    character(len=:), allocatable :: desc       !! header text + NUL, for the C API
+  contains
+    procedure :: load => net_load
+    procedure :: save => net_save
+    procedure :: n_inputs => net_n_inputs
+    procedure :: n_outputs => net_n_outputs
+    procedure :: dtype => net_dtype
+    procedure :: is_loaded => net_is_loaded
+    procedure :: description => net_description
+    procedure :: description_c => net_description_c
+    procedure :: metadata => net_metadata
+    procedure :: n_tensors => net_n_tensors
+    procedure :: get_tensor => net_get_tensor
+    procedure :: set_tensor => net_set_tensor
+    procedure :: predict_core => net_predict_core
+    procedure, private :: predict_r32_2d, predict_r64_2d, predict_r32_1d, predict_r64_1d
+    generic :: predict => predict_r32_2d, predict_r64_2d, predict_r32_1d, predict_r64_1d
+  end type fkb_network
+
+contains
+
+  subroutine net_load(self, path, stat, errmsg)
+    !! Loads a `.fkb` file or a legacy FKB text file. On failure the network is unchanged.
+    class(fkb_network), intent(inout) :: self
+    character(len=*), intent(in) :: path
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    type(fkb_model_t) :: model
+    character(len=:), allocatable :: msg
+    integer :: st, i
+    msg = ''
+    if (has_magic(path)) then
+      call read_native(path, model, st, msg)
+    else
+      call read_legacy(path, model, st, msg)
+    end if
+    if (st == FKB_OK) then
+      self%model = model
+      self%run = pack([(i, i=1, model%n_layers)], &
+                      [(.not. model%layers(i)%l%is_identity(), i=1, model%n_layers)])
+      self%max_width = model%n_in
+      do i = 1, model%n_layers
+        self%max_width = max(self%max_width, model%layers(i)%l%n_out)
+      end do
+      if (allocated(self%pool)) deallocate(self%pool)
+      allocate(self%pool(POOL_SIZE))
+      self%desc = model%header() // c_null_char
+    end if
+    call report(st, msg, stat, errmsg)
+  end subroutine net_load
+
+  subroutine net_save(self, path, stat, errmsg, format)
+    !! Writes the network: format 'fkb' (default, bit-exact) or 'legacy' (original FKB text).
+    class(fkb_network), intent(in) :: self
+    character(len=*), intent(in) :: path
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    character(len=*), intent(in), optional :: format
+    character(len=:), allocatable :: msg
+    integer :: st
+    msg = ''
+    if (.not. self%is_loaded()) then
+      call set_error(st, msg, FKB_ERR_ARGUMENT, 'the network is not loaded')
+    else if (.not. present(format)) then
+      call write_native(self%model, path, st, msg)
+    else if (format == 'fkb') then
+      call write_native(self%model, path, st, msg)
+    else if (format == 'legacy') then
+      call write_legacy(self%model, path, st, msg)
+    else
+      call set_error(st, msg, FKB_ERR_ARGUMENT, "unknown format '" // format // &
+                     "' (expected 'fkb' or 'legacy')")
+    end if
+    call report(st, msg, stat, errmsg)
+  end subroutine net_save
+
+  pure logical function net_is_loaded(self)
+    class(fkb_network), intent(in) :: self
+    net_is_loaded = allocated(self%desc)
+  end function net_is_loaded
+
+  pure integer(int64) function net_n_inputs(self)
+    !! Width of one input sample (0 before a successful load).
+    class(fkb_network), intent(in) :: self
+    net_n_inputs = self%model%n_in
+  end function net_n_inputs
+
+  pure integer(int64) function net_n_outputs(self)
+    !! Width of one output sample (0 before a successful load).
+    class(fkb_network), intent(in) :: self
+    net_n_outputs = 0
+    if (allocated(self%desc)) net_n_outputs = self%model%n_out()
+  end function net_n_outputs
+
+  pure integer function net_dtype(self)
+    !! FKB_FLOAT32 or FKB_FLOAT64: the precision the network computes in.
+    class(fkb_network), intent(in) :: self
+    net_dtype = self%model%dtype
+  end function net_dtype
+
+  function net_description(self) result(text)
+    !! The architecture as `.fkb` header text (docs/format.md).
+    class(fkb_network), intent(in) :: self
+    character(len=:), allocatable :: text
+    text = ''
+    if (allocated(self%desc)) text = self%desc(1:len(self%desc) - 1)
+  end function net_description
+
+  function net_description_c(self) result(p)
+    !! Pointer to the NUL-terminated description owned by the network (for the C API).
+    class(fkb_network), intent(in), target :: self
+    character(len=:), pointer :: p
+    p => null()
+    if (allocated(self%desc)) p => self%desc
+  end function net_description_c
+
+  function net_metadata(self, key) result(value)
+    !! The metadata value stored under key ('' if none).
+    class(fkb_network), intent(in) :: self
+    character(len=*), intent(in) :: key
+    character(len=:), allocatable :: value
+    value = self%model%get_meta(key)
+  end function net_metadata
+
+  integer(int64) function net_n_tensors(self)
+    !! Number of parameter tensors, in file order.
+    class(fkb_network), intent(in) :: self
+    integer :: i
+    net_n_tensors = 0
+    do i = 1, self%model%n_layers
+      if (allocated(self%model%layers(i)%l%params)) &
+        net_n_tensors = net_n_tensors + size(self%model%layers(i)%l%params)
+    end do
+  end function net_n_tensors
+
+  subroutine locate(self, index, layer, k)
+    ! Layer and position of tensor `index` (1-based); layer = 0 if out of range.
+    class(fkb_network), intent(in) :: self
+    integer(int64), intent(in) :: index
+    integer, intent(out) :: layer, k
+    integer(int64) :: seen
+    seen = 0
+    do layer = 1, self%model%n_layers
+      if (.not. allocated(self%model%layers(layer)%l%params)) cycle
+      k = int(index - seen)
+      if (k >= 1 .and. k <= size(self%model%layers(layer)%l%params)) return
+      seen = seen + size(self%model%layers(layer)%l%params)
+    end do
+    layer = 0
+    k = 0
+  end subroutine locate
+
+  subroutine net_get_tensor(self, index, values, stat, errmsg)
+    !! Copies tensor `index` (1-based) into values (flat, C order of its Keras shape).
+    class(fkb_network), intent(in) :: self
+    integer(int64), intent(in) :: index
+    real(real64), intent(out) :: values(:)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    character(len=:), allocatable :: msg
+    integer :: layer, k, st
+    msg = ''
+    st = FKB_OK
+    call locate(self, index, layer, k)
+    if (layer == 0) then
+      call set_error(st, msg, FKB_ERR_ARGUMENT, 'tensor index ' // int_text(index) // &
+                     ' out of range 1..' // int_text(self%n_tensors()))
+    else
+      associate (t => self%model%layers(layer)%l%params(k))
+        if (size(values, kind=int64) /= t%numel()) then
+          call set_error(st, msg, FKB_ERR_SHAPE, "tensor '" // t%name // "' has " // &
+                         int_text(t%numel()) // ' values, got room for ' // &
+                         int_text(size(values, kind=int64)))
+        else
+          values = t%values()
+        end if
+      end associate
+    end if
+    call report(st, msg, stat, errmsg)
+  end subroutine net_get_tensor
+
+  subroutine net_set_tensor(self, index, values, stat, errmsg)
+    !! Overwrites tensor `index` (1-based); rounds to float32 for float32 networks.
+    class(fkb_network), intent(inout) :: self
+    integer(int64), intent(in) :: index
+    real(real64), intent(in) :: values(:)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    character(len=:), allocatable :: msg
+    integer :: layer, k, st
+    msg = ''
+    st = FKB_OK
+    call locate(self, index, layer, k)
+    if (layer == 0) then
+      call set_error(st, msg, FKB_ERR_ARGUMENT, 'tensor index ' // int_text(index) // &
+                     ' out of range 1..' // int_text(self%n_tensors()))
+    else
+      associate (l => self%model%layers(layer)%l)
+        if (size(values, kind=int64) /= l%params(k)%numel()) then
+          call set_error(st, msg, FKB_ERR_SHAPE, "tensor '" // l%params(k)%name // "' has " // &
+                         int_text(l%params(k)%numel()) // ' values, got ' // &
+                         int_text(size(values, kind=int64)))
+        else
+          call l%params(k)%assign(values, self%model%dtype)
+          call l%prepare(st, msg)
+        end if
+      end associate
+    end if
+    call report(st, msg, stat, errmsg)
+  end subroutine net_set_tensor
+
+  ! ---- inference ----
+
+  subroutine predict_r32_2d(self, x, y, stat, errmsg)
+    !! y(n_outputs, batch) = network(x(n_inputs, batch)), real32 host arrays.
+    class(fkb_network), intent(inout) :: self
+    real(real32), intent(in), contiguous, target :: x(:, :)
+    real(real32), intent(inout), contiguous, target :: y(:, :)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    character(len=:), allocatable :: msg
+    integer :: st
+    call self%predict_core(size(x, 1, int64), size(y, 1, int64), size(x, 2, int64), &
+                           size(y, 2, int64), st, msg, x32=x, y32=y)
+    call report(st, msg, stat, errmsg)
+  end subroutine predict_r32_2d
+
+  subroutine predict_r64_2d(self, x, y, stat, errmsg)
+    !! As above with real64 host arrays (the model still computes in its own precision).
+    class(fkb_network), intent(inout) :: self
+    real(real64), intent(in), contiguous, target :: x(:, :)
+    real(real64), intent(inout), contiguous, target :: y(:, :)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    character(len=:), allocatable :: msg
+    integer :: st
+    call self%predict_core(size(x, 1, int64), size(y, 1, int64), size(x, 2, int64), &
+                           size(y, 2, int64), st, msg, x64=x, y64=y)
+    call report(st, msg, stat, errmsg)
+  end subroutine predict_r64_2d
+
+  subroutine predict_r32_1d(self, x, y, stat, errmsg)
+    !! One sample: y(n_outputs) = network(x(n_inputs)).
+    class(fkb_network), intent(inout) :: self
+    real(real32), intent(in), contiguous, target :: x(:)
+    real(real32), intent(inout), contiguous, target :: y(:)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    real(real32), pointer, contiguous :: x2(:, :), y2(:, :)
+    character(len=:), allocatable :: msg
+    integer :: st
+    x2(1:size(x), 1:1) => x
+    y2(1:size(y), 1:1) => y
+    call self%predict_core(size(x, kind=int64), size(y, kind=int64), 1_int64, 1_int64, st, msg, &
+                           x32=x2, y32=y2)
+    call report(st, msg, stat, errmsg)
+  end subroutine predict_r32_1d
+
+  subroutine predict_r64_1d(self, x, y, stat, errmsg)
+    class(fkb_network), intent(inout) :: self
+    real(real64), intent(in), contiguous, target :: x(:)
+    real(real64), intent(inout), contiguous, target :: y(:)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    real(real64), pointer, contiguous :: x2(:, :), y2(:, :)
+    character(len=:), allocatable :: msg
+    integer :: st
+    x2(1:size(x), 1:1) => x
+    y2(1:size(y), 1:1) => y
+    call self%predict_core(size(x, kind=int64), size(y, kind=int64), 1_int64, 1_int64, st, msg, &
+                           x64=x2, y64=y2)
+    call report(st, msg, stat, errmsg)
+  end subroutine predict_r64_1d
+
+  subroutine net_predict_core(self, rows_x, rows_y, n, cols_y, st, msg, x32, y32, x64, y64)
+    !! Checks the shapes, claims a workspace and runs the layers. Exactly one of x32/x64 and
+    !! one of y32/y64 is present. Host arrays of the model's precision are used in place: the
+    !! first layer reads x directly and the last one writes y directly.
+    class(fkb_network), intent(inout), target :: self
+    integer(int64), intent(in) :: rows_x, rows_y, n, cols_y
+    integer, intent(out) :: st
+    character(len=:), allocatable, intent(inout) :: msg
+    real(real32), intent(in), contiguous, target, optional :: x32(:, :)
+    real(real32), intent(inout), contiguous, target, optional :: y32(:, :)
+    real(real64), intent(in), contiguous, target, optional :: x64(:, :)
+    real(real64), intent(inout), contiguous, target, optional :: y64(:, :)
+    type(ws_slot), target :: spare
+    type(ws_slot), pointer :: slot
+    real(real32), pointer, contiguous :: xs32(:, :), ys32(:, :)
+    real(real64), pointer, contiguous :: xs64(:, :), ys64(:, :)
+    integer :: islot
+    logical :: ok, f64
+    st = FKB_OK
+    if (.not. allocated(self%desc)) then
+      call set_error(st, msg, FKB_ERR_ARGUMENT, 'the network is not loaded')
+      return
+    end if
+    if (n < 1) then
+      call set_error(st, msg, FKB_ERR_ARGUMENT, 'batch size must be at least 1, got ' // &
+                     int_text(n))
+      return
+    end if
+    if (rows_x /= self%model%n_in) then
+      call set_error(st, msg, FKB_ERR_SHAPE, 'input has ' // int_text(rows_x) // &
+                     ' features per sample, the network takes ' // int_text(self%model%n_in))
+      return
+    end if
+    if (rows_y /= self%model%n_out() .or. cols_y /= n) then
+      call set_error(st, msg, FKB_ERR_SHAPE, 'output array is ' // int_text(rows_y) // ' x ' &
+                     // int_text(cols_y) // ', the network gives ' // &
+                     int_text(self%model%n_out()) // ' x ' // int_text(n))
+      return
+    end if
+    f64 = self%model%dtype == FKB_FLOAT64
+    islot = claim_slot(self%pool)
+    if (islot > 0) then
+      slot => self%pool(islot)
+    else
+      slot => spare
+    end if
+    call reserve(slot, self%model%dtype, self%max_width * n, self%model%n_in * n, &
+                 self%model%n_out() * n, present(x64) .neqv. f64, present(y64) .neqv. f64, ok)
+    if (.not. ok) then
+      if (islot > 0) call release_slot(slot)
+      call set_error(st, msg, FKB_ERR_MEMORY, 'cannot allocate the workspace for a batch of ' &
+                     // int_text(n))
+      return
+    end if
+    if (f64) then
+      if (present(x64)) then
+        xs64 => x64
+      else
+        xs64(1:rows_x, 1:n) => slot%in64(1:rows_x * n)
+        xs64 = real(x32, real64)
+      end if
+      if (present(y64)) then
+        ys64 => y64
+      else
+        ys64(1:rows_y, 1:n) => slot%out64(1:rows_y * n)
+      end if
+      call run_r64(self, slot, xs64, ys64)
+      if (present(y32)) y32 = real(ys64, real32)
+    else
+      if (present(x32)) then
+        xs32 => x32
+      else
+        xs32(1:rows_x, 1:n) => slot%in32(1:rows_x * n)
+        xs32 = real(x64, real32)
+      end if
+      if (present(y32)) then
+        ys32 => y32
+      else
+        ys32(1:rows_y, 1:n) => slot%out32(1:rows_y * n)
+      end if
+      call run_r32(self, slot, xs32, ys32)
+      if (present(y64)) y64 = real(ys32, real64)
+    end if
+    if (islot > 0) call release_slot(slot)
+  end subroutine net_predict_core
+
+  subroutine run_r32(self, slot, x, y)
+    ! Ping-pongs between the slot's two buffers; the last layer writes into y.
+    type(fkb_network), intent(in) :: self
+    type(ws_slot), intent(inout), target :: slot
+    real(real32), intent(in), contiguous, target :: x(:, :)
+    real(real32), intent(inout), contiguous, target :: y(:, :)
+    real(real32), pointer, contiguous :: src(:, :), dst(:, :)
+    integer(int64) :: n, w
+    integer :: k
+    n = size(x, 2, int64)
+    if (size(self%run) == 0) then
+      y = x
+      return
+    end if
+    src => x
+    do k = 1, size(self%run)
+      associate (l => self%model%layers(self%run(k))%l)
+        w = l%n_out
+        if (k == size(self%run)) then
+          dst => y
+        else if (mod(k, 2) == 1) then
+          dst(1:w, 1:n) => slot%a32(1:w * n)
+        else
+          dst(1:w, 1:n) => slot%b32(1:w * n)
+        end if
+        call l%forward_r32(src, dst)
+      end associate
+      src => dst
+    end do
+  end subroutine run_r32
+
+  subroutine run_r64(self, slot, x, y)
+    type(fkb_network), intent(in) :: self
+    type(ws_slot), intent(inout), target :: slot
+    real(real64), intent(in), contiguous, target :: x(:, :)
+    real(real64), intent(inout), contiguous, target :: y(:, :)
+    real(real64), pointer, contiguous :: src(:, :), dst(:, :)
+    integer(int64) :: n, w
+    integer :: k
+    n = size(x, 2, int64)
+    if (size(self%run) == 0) then
+      y = x
+      return
+    end if
+    src => x
+    do k = 1, size(self%run)
+      associate (l => self%model%layers(self%run(k))%l)
+        w = l%n_out
+        if (k == size(self%run)) then
+          dst => y
+        else if (mod(k, 2) == 1) then
+          dst(1:w, 1:n) => slot%a64(1:w * n)
+        else
+          dst(1:w, 1:n) => slot%b64(1:w * n)
+        end if
+        call l%forward_r64(src, dst)
+      end associate
+      src => dst
+    end do
+  end subroutine run_r64
+
+end module fkb_network_m

@@ -1,0 +1,99 @@
+!! Layers that only apply an activation: Keras `Activation`, `ReLU`, `LeakyReLU`, `ELU` and
+!! `Softmax`. They differ only in how their options name the activation's parameters.
+module fkb_layer_activation
+  use iso_fortran_env, only: real32, real64, real64, int64
+  use fkb_errors, only: FKB_OK, FKB_ERR_INTERNAL, set_error
+  use fkb_config, only: fkb_config_t, real_text
+  use fkb_layer, only: fkb_layer_t
+  use fkb_activation, only: fkb_activation_t, read_activation, write_activation, &
+                            apply_activation, ACT_RELU_GENERAL, ACT_LEAKY_RELU, ACT_ELU, &
+                            ACT_SOFTMAX
+  implicit none
+  private
+  public :: fkb_activation_layer_t
+
+  type, extends(fkb_layer_t) :: fkb_activation_layer_t
+    type(fkb_activation_t) :: act
+  contains
+    procedure :: configure => act_configure
+    procedure :: options => act_options
+    procedure :: forward_r32 => act_forward_r32
+    procedure :: forward_r64 => act_forward_r64
+  end type fkb_activation_layer_t
+
+contains
+
+  subroutine act_configure(self, cfg, stat, msg)
+    class(fkb_activation_layer_t), intent(inout) :: self
+    type(fkb_config_t), intent(inout) :: cfg
+    integer, intent(out) :: stat
+    character(len=:), allocatable, intent(inout) :: msg
+    character(len=:), allocatable :: text
+    self%n_out = self%n_in
+    stat = FKB_OK
+    select case (self%type_name)
+    case ('activation')
+      call read_activation(cfg, self%act, stat, msg)
+    case ('relu')
+      ! keras.layers.ReLU(max_value=None, negative_slope=0, threshold=0)
+      self%act%id = ACT_RELU_GENERAL
+      call cfg%get_real('negative_slope', self%act%alpha, stat, msg, default=0.0_real64)
+      if (stat == FKB_OK) call cfg%get_real('threshold', self%act%threshold, stat, msg, &
+                                            default=0.0_real64)
+      if (stat == FKB_OK) call cfg%get_text('max_value', text, stat, msg, default='none')
+      if (stat == FKB_OK .and. text /= 'none') then
+        self%act%has_max = .true.
+        call cfg%get_real('max_value', self%act%max_value, stat, msg)
+      end if
+    case ('leaky_relu')
+      self%act%id = ACT_LEAKY_RELU
+      call cfg%get_real('negative_slope', self%act%alpha, stat, msg, default=0.3_real64)
+    case ('elu')
+      self%act%id = ACT_ELU
+      call cfg%get_real('alpha', self%act%alpha, stat, msg, default=1.0_real64)
+    case ('softmax')
+      self%act%id = ACT_SOFTMAX
+    case default
+      call set_error(stat, msg, FKB_ERR_INTERNAL, 'activation layer of unknown type ' // &
+                     self%type_name)
+    end select
+  end subroutine act_configure
+
+  subroutine act_options(self, cfg)
+    class(fkb_activation_layer_t), intent(in) :: self
+    type(fkb_config_t), intent(inout) :: cfg
+    select case (self%type_name)
+    case ('activation')
+      call write_activation(self%act, cfg)
+    case ('relu')
+      if (self%act%has_max) then
+        call cfg%set('max_value', real_text(self%act%max_value))
+      else
+        call cfg%set('max_value', 'none')
+      end if
+      call cfg%set('negative_slope', real_text(self%act%alpha))
+      call cfg%set('threshold', real_text(self%act%threshold))
+    case ('leaky_relu')
+      call cfg%set('negative_slope', real_text(self%act%alpha))
+    case ('elu')
+      call cfg%set('alpha', real_text(self%act%alpha))
+    end select
+  end subroutine act_options
+
+  subroutine act_forward_r32(self, x, y)
+    class(fkb_activation_layer_t), intent(in) :: self
+    real(real32), intent(in), contiguous :: x(:, :)
+    real(real32), intent(inout), contiguous :: y(:, :)
+    y = x
+    call apply_activation(self%act, self%n_out, size(y, 2, kind=int64), y)
+  end subroutine act_forward_r32
+
+  subroutine act_forward_r64(self, x, y)
+    class(fkb_activation_layer_t), intent(in) :: self
+    real(real64), intent(in), contiguous :: x(:, :)
+    real(real64), intent(inout), contiguous :: y(:, :)
+    y = x
+    call apply_activation(self%act, self%n_out, size(y, 2, kind=int64), y)
+  end subroutine act_forward_r64
+
+end module fkb_layer_activation

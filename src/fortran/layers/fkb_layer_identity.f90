@@ -1,0 +1,66 @@
+!! Layers that are the identity at inference: Keras `Dropout` (its rate is kept for the file
+!! and for training) and `Flatten` of rank-1 samples. The network skips them when running.
+module fkb_layer_identity
+  use iso_fortran_env, only: real32, real64
+  use fkb_errors, only: FKB_OK, FKB_ERR_FORMAT, set_error
+  use fkb_config, only: fkb_config_t, real_text
+  use fkb_layer, only: fkb_layer_t
+  implicit none
+  private
+  public :: fkb_identity_t
+
+  type, extends(fkb_layer_t) :: fkb_identity_t
+    real(real64) :: rate = 0   !! Dropout only
+  contains
+    procedure :: configure => id_configure
+    procedure :: options => id_options
+    procedure :: forward_r32 => id_forward_r32
+    procedure :: forward_r64 => id_forward_r64
+    procedure :: is_identity => id_is_identity
+  end type fkb_identity_t
+
+contains
+
+  subroutine id_configure(self, cfg, stat, msg)
+    class(fkb_identity_t), intent(inout) :: self
+    type(fkb_config_t), intent(inout) :: cfg
+    integer, intent(out) :: stat
+    character(len=:), allocatable, intent(inout) :: msg
+    self%n_out = self%n_in
+    stat = FKB_OK
+    if (self%type_name == 'dropout') then
+      call cfg%get_real('rate', self%rate, stat, msg)
+      if (stat == FKB_OK .and. .not. (self%rate >= 0 .and. self%rate < 1)) &
+        call set_error(stat, msg, FKB_ERR_FORMAT, cfg%where // ': rate must be in [0, 1)')
+    end if
+  end subroutine id_configure
+
+  subroutine id_options(self, cfg)
+    class(fkb_identity_t), intent(in) :: self
+    type(fkb_config_t), intent(inout) :: cfg
+    if (self%type_name == 'dropout') call cfg%set('rate', real_text(self%rate))
+  end subroutine id_options
+
+  logical function id_is_identity(self)
+    class(fkb_identity_t), intent(in) :: self
+    id_is_identity = .true.
+    if (.false.) id_is_identity = self%rate < 0
+  end function id_is_identity
+
+  subroutine id_forward_r32(self, x, y)
+    class(fkb_identity_t), intent(in) :: self
+    real(real32), intent(in), contiguous :: x(:, :)
+    real(real32), intent(inout), contiguous :: y(:, :)
+    if (.false.) y(1, 1) = real(self%rate, real32)
+    y = x
+  end subroutine id_forward_r32
+
+  subroutine id_forward_r64(self, x, y)
+    class(fkb_identity_t), intent(in) :: self
+    real(real64), intent(in), contiguous :: x(:, :)
+    real(real64), intent(inout), contiguous :: y(:, :)
+    if (.false.) y(1, 1) = self%rate
+    y = x
+  end subroutine id_forward_r64
+
+end module fkb_layer_identity
