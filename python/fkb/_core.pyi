@@ -1,0 +1,40 @@
+"""Type stubs of fkb._core, the extension over the FKB C API (python/src/fkb_core.cpp)."""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+HEADER_VERSION: str
+
+def version() -> str:
+    """Version of the linked FKB library."""
+
+def status_string(status: int) -> str:
+    """Short name of an fkb_status code."""
+
+class Network:
+    def __init__(self, path: str) -> None:
+        """Loads a .fkb file or a legacy FKB text file."""
+    def save(self, path: str) -> None:
+        """Writes a .fkb file (bit-exact)."""
+    def save_legacy(self, path: str) -> None:
+        """Writes the legacy FKB text format (Dense chains only)."""
+    @property
+    def n_inputs(self) -> int: ...
+    @property
+    def n_outputs(self) -> int: ...
+    @property
+    def dtype(self) -> str:
+        """'float32' or 'float64'."""
+    @property
+    def description(self) -> str:
+        """Header text of the network's .fkb file."""
+    @property
+    def n_tensors(self) -> int: ...
+    def get_tensor(self, index: int) -> npt.NDArray[np.float64]:
+        """Tensor `index` as a flat float64 array (exact)."""
+    def set_tensor(self, index: int, values: npt.ArrayLike) -> None:
+        """Overwrites tensor `index` from flat float64 values."""
+    def predict(self, x: npt.ArrayLike | Any) -> npt.NDArray[np.floating[Any]]:
+        """Runs the network on x of shape (batch, n_inputs) or (n_inputs,)."""

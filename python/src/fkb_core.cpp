@@ -1,0 +1,251 @@
+// fkb._core: the Python extension over the FKB C API (include/fkb/fkb.h), and nothing else.
+//
+// One class, Network, owns an fkb_network*. Failing C calls raise the exception class that
+// fkb._errors.STATUS_CLASSES maps the status to, with fkb_last_error()'s text. The GIL is
+// released around load, save and predict; a shared mutex per network lets predictions run
+// concurrently while set_tensor and save get the exclusive access the C API asks for.
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <mutex>
+#include <shared_mutex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "fkb/fkb.h"
+
+namespace py = pybind11;
+
+namespace {
+
+// Raises the fkb._errors class of `status` with `message`.
+[[noreturn]] void raise_error(int status, const std::string &message) {
+    py::module_ errors = py::module_::import("fkb._errors");
+    py::object cls = errors.attr("STATUS_CLASSES").attr("get")(status, errors.attr("FKBError"));
+    PyErr_SetString(cls.ptr(), message.c_str());
+    throw py::error_already_set();
+}
+
+// Raises for a failed C call (called on the thread that made the call).
+[[noreturn]] void raise_status(fkb_status status) {
+    const char *detail = fkb_last_error();
+    std::string message = (detail != nullptr && detail[0] != '\0')
+                              ? std::string(detail)
+                              : std::string(fkb_status_string(status));
+    raise_error(static_cast<int>(status), message);
+}
+
+// Sizes of the tensors, from the `tensor NAME DTYPE D1,D2,...` lines of a description.
+std::vector<int64_t> tensor_sizes(const char *description) {
+    std::vector<int64_t> sizes;
+    std::istringstream lines(description != nullptr ? description : "");
+    std::string line;
+    while (std::getline(lines, line)) {
+        if (line.rfind("tensor ", 0) != 0) continue;
+        std::istringstream fields(line);
+        std::string rec, name, dtype, shape;
+        fields >> rec >> name >> dtype >> shape;
+        int64_t size = 1;
+        std::istringstream dims(shape);
+        std::string dim;
+        while (std::getline(dims, dim, ',')) size *= std::stoll(dim);
+        sizes.push_back(size);
+    }
+    return sizes;
+}
+
+class Network {
+public:
+    explicit Network(const std::string &path) {
+        fkb_status status;
+        {
+            py::gil_scoped_release release;
+            status = fkb_network_load(path.c_str(), &net_);
+        }
+        if (status != FKB_OK) raise_status(status);
+        sizes_ = tensor_sizes(fkb_network_description(net_));
+    }
+    ~Network() { fkb_network_free(&net_); }
+    Network(const Network &) = delete;
+    Network &operator=(const Network &) = delete;
+
+    void save(const std::string &path) const {
+        fkb_status status;
+        {
+            py::gil_scoped_release release;
+            std::unique_lock<std::shared_mutex> lock(mutex_);
+            status = fkb_network_save(net_, path.c_str());
+        }
+        if (status != FKB_OK) raise_status(status);
+    }
+
+    void save_legacy(const std::string &path) const {
+        fkb_status status;
+        {
+            py::gil_scoped_release release;
+            std::unique_lock<std::shared_mutex> lock(mutex_);
+            status = fkb_network_save_legacy(net_, path.c_str());
+        }
+        if (status != FKB_OK) raise_status(status);
+    }
+
+    int64_t n_inputs() const { return fkb_network_n_inputs(net_); }
+    int64_t n_outputs() const { return fkb_network_n_outputs(net_); }
+
+    std::string dtype() const {
+        switch (fkb_network_dtype(net_)) {
+            case FKB_FLOAT32: return "float32";
+            case FKB_FLOAT64: return "float64";
+            default: raise_error(FKB_ERR_INTERNAL, "network has an unknown dtype");
+        }
+    }
+
+    std::string description() const {
+        const char *text = fkb_network_description(net_);
+        return text != nullptr ? std::string(text) : std::string();
+    }
+
+    int64_t n_tensors() const { return fkb_network_n_tensors(net_); }
+
+    py::array_t<double> get_tensor(int64_t index) const {
+        const int64_t count = tensor_size(index);
+        py::array_t<double> out(static_cast<py::ssize_t>(count));
+        fkb_status status;
+        {
+            py::gil_scoped_release release;
+            std::shared_lock<std::shared_mutex> lock(mutex_);
+            status = fkb_network_get_tensor(net_, index, out.mutable_data(), count);
+        }
+        if (status != FKB_OK) raise_status(status);
+        return out;
+    }
+
+    void set_tensor(int64_t index, py::handle values) {
+        const int64_t count = tensor_size(index);
+        auto a = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(values);
+        if (!a) throw py::error_already_set();
+        if (a.size() != count) {
+            raise_error(FKB_ERR_SHAPE, "tensor " + std::to_string(index) + " has " +
+                                           std::to_string(count) + " values, " +
+                                           std::to_string(a.size()) + " given");
+        }
+        fkb_status status;
+        {
+            py::gil_scoped_release release;
+            std::unique_lock<std::shared_mutex> lock(mutex_);
+            status = fkb_network_set_tensor(net_, index, a.data(), count);
+        }
+        if (status != FKB_OK) raise_status(status);
+    }
+
+    py::array predict(py::handle x_in) const {
+        py::array x = py::array::ensure(x_in);
+        if (!x) {
+            PyErr_Clear();
+            raise_error(FKB_ERR_ARGUMENT, "predict: input is not an array-like of numbers");
+        }
+        const char kind = x.dtype().kind();
+        const auto itemsize = x.dtype().itemsize();
+        bool use_f32;
+        if (kind == 'f' && itemsize == 4) {
+            use_f32 = true;
+        } else if (kind == 'f' && itemsize == 8) {
+            use_f32 = false;
+        } else if (kind == 'f' || kind == 'i' || kind == 'u' || kind == 'b') {
+            use_f32 = fkb_network_dtype(net_) == FKB_FLOAT32;  // converted to the model's dtype
+        } else {
+            raise_error(FKB_ERR_ARGUMENT,
+                        std::string("predict: input of non-numeric dtype '") +
+                            std::string(py::str(x.dtype())) +
+                            "'; give float32 or float64 (integers and booleans are converted)");
+        }
+        return use_f32 ? run<float>(x) : run<double>(x);
+    }
+
+private:
+    int64_t tensor_size(int64_t index) const {
+        if (index < 0 || index >= static_cast<int64_t>(sizes_.size())) {
+            raise_error(FKB_ERR_ARGUMENT, "tensor index " + std::to_string(index) +
+                                              " out of range [0, " +
+                                              std::to_string(sizes_.size()) + ")");
+        }
+        return sizes_[static_cast<size_t>(index)];
+    }
+
+    template <typename T>
+    py::array run(const py::array &x_any) const {
+        // No copy when x is already C-contiguous, aligned, native T.
+        auto x = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(x_any);
+        if (!x) throw py::error_already_set();
+        const int64_t n_in = n_inputs(), n_out = n_outputs();
+        const auto ndim = x.ndim();
+        if (ndim != 1 && ndim != 2) {
+            raise_error(FKB_ERR_SHAPE, "predict: input of rank " + std::to_string(ndim) +
+                                           "; expected (batch, " + std::to_string(n_in) +
+                                           ") or (" + std::to_string(n_in) + ",)");
+        }
+        const int64_t width = x.shape(ndim - 1);
+        if (width != n_in) {
+            raise_error(FKB_ERR_SHAPE, "predict: input width " + std::to_string(width) +
+                                           ", the network takes " + std::to_string(n_in));
+        }
+        const int64_t batch = ndim == 2 ? x.shape(0) : 1;
+        py::array_t<T> y = ndim == 2 ? py::array_t<T>({static_cast<py::ssize_t>(batch),
+                                                       static_cast<py::ssize_t>(n_out)})
+                                     : py::array_t<T>(static_cast<py::ssize_t>(n_out));
+        if (batch == 0) return std::move(y);
+        const T *xp = x.data();
+        T *yp = y.mutable_data();
+        fkb_status status;
+        {
+            py::gil_scoped_release release;
+            std::shared_lock<std::shared_mutex> lock(mutex_);
+            if constexpr (std::is_same_v<T, float>) {
+                status = fkb_network_predict(net_, xp, batch, yp);
+            } else {
+                status = fkb_network_predict_f64(net_, xp, batch, yp);
+            }
+        }
+        if (status != FKB_OK) raise_status(status);
+        return std::move(y);
+    }
+
+    fkb_network *net_ = nullptr;
+    std::vector<int64_t> sizes_;
+    mutable std::shared_mutex mutex_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "FKB engine (C API) bindings; use the fkb package rather than this module.";
+    m.def("version", [] { return std::string(fkb_version()); },
+          "Version of the linked FKB library.");
+    m.def("status_string",
+          [](int status) { return std::string(fkb_status_string(static_cast<fkb_status>(status))); },
+          py::arg("status"), "Short name of an fkb_status code.");
+    m.attr("HEADER_VERSION") = FKB_VERSION_STRING;
+
+    py::class_<Network>(m, "Network")
+        .def(py::init<const std::string &>(), py::arg("path"),
+             "Loads a .fkb file or a legacy FKB text file.")
+        .def("save", &Network::save, py::arg("path"), "Writes a .fkb file (bit-exact).")
+        .def("save_legacy", &Network::save_legacy, py::arg("path"),
+             "Writes the legacy FKB text format (Dense chains only).")
+        .def_property_readonly("n_inputs", &Network::n_inputs)
+        .def_property_readonly("n_outputs", &Network::n_outputs)
+        .def_property_readonly("dtype", &Network::dtype, "'float32' or 'float64'.")
+        .def_property_readonly("description", &Network::description,
+                               "Header text of the network's .fkb file.")
+        .def_property_readonly("n_tensors", &Network::n_tensors)
+        .def("get_tensor", &Network::get_tensor, py::arg("index"),
+             "Tensor `index` as a flat float64 array (exact).")
+        .def("set_tensor", &Network::set_tensor, py::arg("index"), py::arg("values"),
+             "Overwrites tensor `index` from flat float64 values.")
+        .def("predict", &Network::predict, py::arg("x"),
+             "Runs the network on x of shape (batch, n_inputs) or (n_inputs,); float32 in "
+             "gives float32 out, float64 in gives float64 out.");
+}
