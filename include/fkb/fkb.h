@@ -111,6 +111,9 @@ FKB_API const char *fkb_network_description(const fkb_network *net);
 /** Number of parameter tensors (the `tensor` lines of the description, in that order). */
 FKB_API int64_t fkb_network_n_tensors(const fkb_network *net);
 
+/** Number of values of tensor `index` (0-based), or -1 if there is no such tensor. */
+FKB_API int64_t fkb_network_tensor_size(const fkb_network *net, int64_t index);
+
 /** Copies tensor `index` (0-based) into out, which holds `count` values; count must equal the
  *  tensor's size. Values are converted to double exactly (also for float32 networks). */
 FKB_API fkb_status fkb_network_get_tensor(const fkb_network *net, int64_t index, double *out,

@@ -225,6 +225,15 @@ contains
     if (get_net(handle, net)) c_network_n_tensors = net%n_tensors()
   end function c_network_n_tensors
 
+  integer(c_int64_t) function c_network_tensor_size(handle, index) &
+      bind(c, name='fkb_network_tensor_size')
+    type(c_ptr), value :: handle
+    integer(c_int64_t), value :: index
+    type(fkb_network), pointer :: net
+    c_network_tensor_size = -1
+    if (get_net(handle, net)) c_network_tensor_size = net%tensor_size(index + 1)
+  end function c_network_tensor_size
+
   integer(c_int) function c_network_get_tensor(handle, index, out, count) &
       bind(c, name='fkb_network_get_tensor')
     type(c_ptr), value :: handle, out

@@ -32,7 +32,7 @@ contains
     character(len=256) :: iomsg
     character(len=:), allocatable :: line
     type(string_t), allocatable :: f(:)
-    type(string_t), allocatable :: names(:)
+    type(string_t), allocatable :: names(:), raws(:)
     real(real64), allocatable :: values(:)
     real(real64) :: lr
     integer(int64) :: n_lines, units
@@ -55,10 +55,11 @@ contains
       return
     end if
     if (.not. to_size(f(1)%s, n_lines, 1_int64, 100000_int64)) return
-    allocate(names(n_lines), values(n_lines))
+    allocate(names(n_lines), raws(n_lines), values(n_lines))
     do i = 1, int(n_lines)
       if (.not. next_fields(2, 2)) return
       names(i)%s = f(1)%s
+      raws(i)%s = f(2)%s
       if (.not. to_real(f(2)%s, values(i))) return
     end do
     ! Build the layers.
@@ -143,7 +144,7 @@ contains
     function f_value(idx) result(text)
       integer, intent(in) :: idx
       character(len=:), allocatable :: text
-      text = real_text(values(idx))
+      text = raws(idx)%s
     end function f_value
 
     subroutine fail(code, text, at)

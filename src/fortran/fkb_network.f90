@@ -36,6 +36,7 @@ module fkb_network_m
     procedure :: description_c => net_description_c
     procedure :: metadata => net_metadata
     procedure :: n_tensors => net_n_tensors
+    procedure :: tensor_size => net_tensor_size
     procedure :: get_tensor => net_get_tensor
     procedure :: set_tensor => net_set_tensor
     procedure :: predict_core => net_predict_core
@@ -175,6 +176,16 @@ contains
     layer = 0
     k = 0
   end subroutine locate
+
+  integer(int64) function net_tensor_size(self, index)
+    !! Number of values of tensor `index` (1-based), or -1 if there is no such tensor.
+    class(fkb_network), intent(in) :: self
+    integer(int64), intent(in) :: index
+    integer :: layer, k
+    call locate(self, index, layer, k)
+    net_tensor_size = -1
+    if (layer > 0) net_tensor_size = self%model%layers(layer)%l%params(k)%numel()
+  end function net_tensor_size
 
   subroutine net_get_tensor(self, index, values, stat, errmsg)
     !! Copies tensor `index` (1-based) into values (flat, C order of its Keras shape).

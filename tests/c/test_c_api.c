@@ -1,0 +1,168 @@
+/* The C API on every reference case (float and double host arrays, batch 1, 7, 1024), and its
+ * contract on bad input: NULL pointers, batch <= 0, failed loads, last-error text, free(NULL).
+ * Tolerance |a-b| <= rtol*max(1,|b|): rtol 1e-5 (float32 model or float host), 1e-12 (float64). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fkb/fkb.h"
+
+static int n_pass = 0, n_fail = 0;
+
+static void check(int ok, const char *what, const char *name)
+{
+    if (ok) {
+        n_pass++;
+    } else {
+        n_fail++;
+        printf("FAIL: %s: %s (last error: %s)\n", name, what, fkb_last_error());
+    }
+}
+
+static double *read_f64(const char *dir, const char *name, const char *ext, size_t count)
+{
+    char path[2048];
+    snprintf(path, sizeof path, "%s/%s%s", dir, name, ext);
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    double *v = malloc(count * sizeof *v);
+    size_t got = fread(v, sizeof *v, count, f);
+    fclose(f);
+    if (got != count) {
+        free(v);
+        return NULL;
+    }
+    return v;
+}
+
+static double worst(const double *a, const double *b, size_t n, double rtol)
+{
+    double w = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs(a[i] - b[i]) / (rtol * fmax(1.0, fabs(b[i])));
+        if (!(e <= w)) w = e; /* NaN counts as failure */
+    }
+    return w;
+}
+
+static void run_case(const char *dir, const char *name, const char *dtype, int64_t n_in,
+                     int64_t n_out, int64_t n)
+{
+    char path[2048];
+    snprintf(path, sizeof path, "%s/%s.fkb", dir, name);
+    fkb_network *net = NULL;
+    check(fkb_network_load(path, &net) == FKB_OK && net != NULL, "load", name);
+    if (!net) return;
+    check(fkb_network_n_inputs(net) == n_in && fkb_network_n_outputs(net) == n_out, "widths",
+          name);
+    int f64 = strcmp(dtype, "float64") == 0;
+    check(fkb_network_dtype(net) == (f64 ? FKB_FLOAT64 : FKB_FLOAT32), "dtype", name);
+    double *x = read_f64(dir, name, ".x.bin", (size_t)(n_in * n));
+    double *ref = read_f64(dir, name, ".y.bin", (size_t)(n_out * n));
+    check(x && ref, "reference data", name);
+    if (!x || !ref) goto done;
+    double *y = malloc((size_t)(n_out * n) * sizeof *y);
+    float *xf = malloc((size_t)(n_in * n) * sizeof *xf);
+    float *yf = malloc((size_t)(n_out * n) * sizeof *yf);
+    double *yd = malloc((size_t)(n_out * n) * sizeof *yd);
+    for (int64_t i = 0; i < n_in * n; i++) xf[i] = (float)x[i];
+    const int64_t batches[3] = {1, 7, n};
+    for (int k = 0; k < 3; k++) {
+        int64_t b = batches[k];
+        check(fkb_network_predict_f64(net, x, b, y) == FKB_OK, "predict_f64", name);
+        check(worst(y, ref, (size_t)(b * n_out), f64 ? 1e-12 : 1e-5) <= 1, "double vs Keras", name);
+        check(fkb_network_predict(net, xf, b, yf) == FKB_OK, "predict", name);
+        for (int64_t i = 0; i < b * n_out; i++) yd[i] = yf[i];
+        check(worst(yd, ref, (size_t)(b * n_out), 1e-5) <= 1, "float vs Keras", name);
+    }
+    free(y); free(xf); free(yf); free(yd);
+done:
+    free(x); free(ref);
+    fkb_network_free(&net);
+    check(net == NULL, "free sets the pointer to NULL", name);
+}
+
+static void bad_input(const char *dir, const char *name)
+{
+    char path[2048];
+    snprintf(path, sizeof path, "%s/%s.fkb", dir, name);
+    fkb_network *net = (fkb_network *)&n_pass; /* garbage that a failed load must reset */
+    check(fkb_network_load("/no/such/file.fkb", &net) == FKB_ERR_IO, "missing file", "errors");
+    check(net == NULL, "failed load leaves *out NULL", "errors");
+    check(strstr(fkb_last_error(), "/no/such/file.fkb") != NULL, "last error names the file",
+          "errors");
+    check(fkb_network_load(NULL, &net) == FKB_ERR_ARGUMENT, "NULL path", "errors");
+    check(fkb_network_load(path, NULL) == FKB_ERR_ARGUMENT, "NULL out", "errors");
+    check(fkb_network_load(path, &net) == FKB_OK, "load", "errors");
+    int64_t n_in = fkb_network_n_inputs(net), n_out = fkb_network_n_outputs(net);
+    float x[64] = {0}, y[64];
+    check(n_in <= 64 && n_out <= 64, "case small enough", "errors");
+    check(fkb_network_predict(net, x, 0, y) == FKB_ERR_ARGUMENT, "batch 0", "errors");
+    check(strstr(fkb_last_error(), "batch") != NULL, "message names the batch", "errors");
+    check(fkb_network_predict(net, x, -3, y) == FKB_ERR_ARGUMENT, "negative batch", "errors");
+    check(fkb_network_predict(net, NULL, 1, y) == FKB_ERR_ARGUMENT, "NULL x", "errors");
+    check(fkb_network_predict(net, x, 1, NULL) == FKB_ERR_ARGUMENT, "NULL y", "errors");
+    check(fkb_network_predict(NULL, x, 1, y) == FKB_ERR_ARGUMENT, "NULL network", "errors");
+    check(fkb_network_predict_f64(NULL, NULL, 1, NULL) == FKB_ERR_ARGUMENT, "NULL f64", "errors");
+    check(fkb_network_predict(net, x, 1, y) == FKB_OK, "still works after bad calls", "errors");
+    check(fkb_network_n_inputs(NULL) == -1 && fkb_network_n_outputs(NULL) == -1, "NULL sizes",
+          "errors");
+    check(fkb_network_dtype(NULL) == 0 && fkb_network_description(NULL) == NULL, "NULL queries",
+          "errors");
+    check(fkb_network_save(net, "/no/such/dir/x.fkb") == FKB_ERR_IO, "save to bad path", "errors");
+    check(fkb_network_save(NULL, "x.fkb") == FKB_ERR_ARGUMENT, "save NULL", "errors");
+    check(fkb_network_save(net, NULL) == FKB_ERR_ARGUMENT, "save to NULL path", "errors");
+    int64_t nt = fkb_network_n_tensors(net);
+    double buf[4096];
+    check(fkb_network_get_tensor(net, nt, buf, 1) == FKB_ERR_ARGUMENT, "tensor index", "errors");
+    check(fkb_network_get_tensor(net, -1, buf, 1) == FKB_ERR_ARGUMENT, "negative index", "errors");
+    check(fkb_network_tensor_size(net, nt) == -1, "size of missing tensor", "errors");
+    int64_t sz = fkb_network_tensor_size(net, 0);
+    check(sz > 0 && sz <= 4096 && fkb_network_get_tensor(net, 0, buf, sz) == FKB_OK, "get tensor",
+          "errors");
+    check(fkb_network_get_tensor(net, 0, buf, sz + 1) == FKB_ERR_SHAPE, "wrong count", "errors");
+    /* set_tensor: scaling the first tensor changes the outputs; restoring it restores them. */
+    float y0[64], y1[64];
+    for (int i = 0; i < 64; i++) x[i] = 0.5f;
+    fkb_network_predict(net, x, 1, y0);
+    double scaled[4096];
+    for (int64_t i = 0; i < sz; i++) scaled[i] = 2 * buf[i];
+    check(fkb_network_set_tensor(net, 0, scaled, sz) == FKB_OK, "set tensor", "errors");
+    fkb_network_predict(net, x, 1, y1);
+    check(memcmp(y0, y1, (size_t)n_out * sizeof(float)) != 0, "set tensor takes effect", "errors");
+    check(fkb_network_set_tensor(net, 0, buf, sz) == FKB_OK, "restore tensor", "errors");
+    fkb_network_predict(net, x, 1, y1);
+    check(memcmp(y0, y1, (size_t)n_out * sizeof(float)) == 0, "restore is exact", "errors");
+    const char *desc = fkb_network_description(net);
+    check(desc && strncmp(desc, "fkb-model\n", 10) == 0, "description", "errors");
+    fkb_network_free(&net);
+    fkb_network_free(&net); /* twice: *net is NULL now */
+    fkb_network_free(NULL);
+    check(strcmp(fkb_version(), FKB_VERSION_STRING) == 0, "runtime version = header", "errors");
+    check(strcmp(fkb_status_string(FKB_ERR_FORMAT), "malformed model file") == 0 &&
+              strcmp(fkb_status_string((fkb_status)-99), "unknown status") == 0,
+          "status strings", "errors");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_c_api CASEDIR\n");
+        return 2;
+    }
+    char path[2048];
+    snprintf(path, sizeof path, "%s/cases.txt", argv[1]);
+    FILE *f = fopen(path, "r");
+    check(f != NULL, "cases.txt", path);
+    char name[256], dtype[32], first[256] = "";
+    long long n_in, n_out, n;
+    while (f && fscanf(f, "%255s %31s %lld %lld %lld", name, dtype, &n_in, &n_out, &n) == 5) {
+        run_case(argv[1], name, dtype, n_in, n_out, n);
+        if (!first[0]) strcpy(first, name);
+    }
+    if (f) fclose(f);
+    bad_input(argv[1], first);
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail == 0 && n_pass > 0 ? 0 : 1;
+}

@@ -1,0 +1,76 @@
+!! Minimal test helpers: count checks, report failures, exit non-zero if any failed.
+module fkb_testing
+  use iso_fortran_env, only: real64, int64, output_unit
+  implicit none
+  private
+  public :: check, finish, close_enough, read_f64, case_t, read_cases
+
+  integer :: n_pass = 0, n_fail = 0
+
+  type :: case_t
+    character(len=:), allocatable :: name, dtype
+    integer(int64) :: n_in, n_out, n
+  end type case_t
+
+contains
+
+  subroutine check(ok, what)
+    logical, intent(in) :: ok
+    character(len=*), intent(in) :: what
+    if (ok) then
+      n_pass = n_pass + 1
+    else
+      n_fail = n_fail + 1
+      write (output_unit, '(a)') 'FAIL: ' // what
+    end if
+  end subroutine check
+
+  subroutine finish()
+    write (output_unit, '(i0,a,i0,a)') n_pass, ' passed, ', n_fail, ' failed'
+    if (n_fail > 0) error stop 1
+  end subroutine finish
+
+  pure real(real64) function close_enough(a, b, atol, rtol) result(worst)
+    !! max over elements of |a-b| / (atol + rtol*|b|): <= 1 means within tolerance.
+    real(real64), intent(in) :: a(:, :), b(:, :), atol, rtol
+    worst = maxval(abs(a - b) / (atol + rtol * abs(b)))
+  end function close_enough
+
+  subroutine read_f64(path, x)
+    !! Reads raw little-endian float64 values into x (sized by the caller).
+    character(len=*), intent(in) :: path
+    real(real64), intent(out) :: x(:, :)
+    integer :: u
+    open (newunit=u, file=path, access='stream', form='unformatted', status='old', action='read')
+    read (u) x
+    close (u)
+  end subroutine read_f64
+
+  subroutine read_cases(dir, cases)
+    !! Parses dir/cases.txt: `name dtype n_in n_out n` per line.
+    character(len=*), intent(in) :: dir
+    type(case_t), allocatable, intent(out) :: cases(:)
+    character(len=256) :: name, dtype
+    integer(int64) :: n_in, n_out, n
+    integer :: u, ios, count, i
+    open (newunit=u, file=dir // '/cases.txt', status='old', action='read')
+    count = 0
+    do
+      read (u, *, iostat=ios) name
+      if (ios /= 0) exit
+      count = count + 1
+    end do
+    rewind (u)
+    allocate(cases(count))
+    do i = 1, count
+      read (u, *) name, dtype, n_in, n_out, n
+      cases(i)%name = trim(name)
+      cases(i)%dtype = trim(dtype)
+      cases(i)%n_in = n_in
+      cases(i)%n_out = n_out
+      cases(i)%n = n
+    end do
+    close (u)
+  end subroutine read_cases
+
+end module fkb_testing

@@ -1,0 +1,195 @@
+!! Every malformed input gets its status code and a message that says what is wrong, and a
+!! failed call loses nothing: the network loaded before still works.
+program test_errors
+  use iso_fortran_env, only: int32, int64, real32
+  use fkb
+  use fkb_testing, only: check, finish
+  implicit none
+  character(len=1024) :: scratch
+  character(len=:), allocatable :: d
+  character, parameter :: nl = new_line('a')
+  character(len=*), parameter :: GOOD = 'fkb-model' // nl // 'dtype float32' // nl // &
+    'input 2' // nl // 'layer dense name=d units=3 activation=relu use_bias=1' // nl // &
+    'tensor kernel float32 2,3' // nl // 'tensor bias float32 3' // nl // 'end' // nl
+  type(fkb_network) :: net
+  real(real32) :: x(2, 4), y(3, 4), y_before(3, 4)
+  real(real32), allocatable :: empty_x(:, :), empty_y(:, :)
+  integer :: stat_
+  character(len=1024) :: msg_
+
+  call get_command_argument(1, scratch)
+  d = trim(scratch)
+
+  ! A well-formed hand-written file loads, so the malformed variants below test one thing each.
+  call write_fkb(d // '/good.fkb', GOOD, 9 * 4)
+  call expect_load(d // '/good.fkb', FKB_OK, '')
+
+  ! Files that are not models.
+  call expect_load(d // '/does_not_exist.fkb', FKB_ERR_IO, 'does_not_exist')
+  call write_text(d // '/empty.fkb', '')
+  call expect_load(d // '/empty.fkb', FKB_ERR_FORMAT, 'empty')
+  call write_text(d // '/text.fkb', 'hello world' // nl)
+  call expect_load(d // '/text.fkb', FKB_ERR_FORMAT, 'not a .fkb file')
+  call write_text(d // '/badmagic.fkb', char(137) // 'FKBxxxxxxxxxxxxxxxxxxxxxxxxxxxxx')
+  call expect_load(d // '/badmagic.fkb', FKB_ERR_FORMAT, 'magic')
+  call write_fkb(d // '/v2.fkb', GOOD, 9 * 4, major=2)
+  call expect_load(d // '/v2.fkb', FKB_ERR_VERSION, 'version 2')
+
+  ! Sizes that disagree with the file.
+  call write_fkb(d // '/truncated.fkb', GOOD, 9 * 4 - 5)
+  call expect_load(d // '/truncated.fkb', FKB_ERR_FORMAT, 'truncated')
+  call write_fkb(d // '/trailing.fkb', GOOD, 9 * 4 + 3)
+  call expect_load(d // '/trailing.fkb', FKB_ERR_FORMAT, 'unexpected bytes')
+  call write_fkb(d // '/shape.fkb', replace(GOOD, '2,3', '3,2'), 9 * 4)
+  call expect_load(d // '/shape.fkb', FKB_ERR_SHAPE, "tensor 'kernel' has shape (3,2)")
+  call write_fkb(d // '/missing_tensor.fkb', replace(GOOD, 'tensor bias float32 3' // nl, ''), &
+                 6 * 4)
+  call expect_load(d // '/missing_tensor.fkb', FKB_ERR_SHAPE, "missing tensor 'bias'")
+  call write_fkb(d // '/huge_units.fkb', replace(GOOD, 'units=3', 'units=1000000000000'), 36)
+  call expect_load(d // '/huge_units.fkb', FKB_ERR_FORMAT, 'units must be in')
+  call write_fkb(d // '/huge_tensor.fkb', replace(replace(replace(GOOD, 'units=3', &
+                 'units=2000000000'), '2,3', '2,2000000000'), 'bias float32 3', &
+                 'bias float32 2000000000'), 36)
+  call expect_load(d // '/huge_tensor.fkb', FKB_ERR_FORMAT, 'truncated')
+  call write_fkb(d // '/huge_input.fkb', replace(GOOD, 'input 2', 'input 1000000000000'), 36)
+  call expect_load(d // '/huge_input.fkb', FKB_ERR_FORMAT, 'input width')
+
+  ! Unknown names and options.
+  call write_fkb(d // '/layer.fkb', replace(GOOD, 'layer dense', 'layer conv9d'), 36)
+  call expect_load(d // '/layer.fkb', FKB_ERR_UNSUPPORTED, "unknown layer type 'conv9d'")
+  call write_fkb(d // '/act.fkb', replace(GOOD, 'activation=relu', 'activation=swoosh'), 36)
+  call expect_load(d // '/act.fkb', FKB_ERR_UNSUPPORTED, "unknown activation 'swoosh'")
+  call write_fkb(d // '/option.fkb', replace(GOOD, 'use_bias=1', 'use_bias=1 lora_rank=4'), 36)
+  call expect_load(d // '/option.fkb', FKB_ERR_UNSUPPORTED, "unknown option 'lora_rank'")
+  call write_fkb(d // '/record.fkb', replace(GOOD, 'end', 'frobnicate' // nl // 'end'), 36)
+  call expect_load(d // '/record.fkb', FKB_ERR_FORMAT, "unknown record 'frobnicate'")
+  call write_fkb(d // '/noend.fkb', replace(GOOD, 'end' // nl, ''), 36)
+  call expect_load(d // '/noend.fkb', FKB_ERR_FORMAT, "missing 'end'")
+  call write_fkb(d // '/dtype.fkb', replace(GOOD, 'dtype float32', 'dtype float16'), 36)
+  call expect_load(d // '/dtype.fkb', FKB_ERR_UNSUPPORTED, 'float16')
+  call write_fkb(d // '/notint.fkb', replace(GOOD, 'units=3', 'units=3.5'), 36)
+  call expect_load(d // '/notint.fkb', FKB_ERR_FORMAT, 'must be an integer')
+
+  ! Legacy text files.
+  call write_text(d // '/legacy_nan.txt', '3' // nl // 'input NaN' // nl // 'dense 2' // nl // &
+                  'linear 0' // nl // '0.1' // nl)
+  call expect_load(d // '/legacy_nan.txt', FKB_ERR_FORMAT, "size 'NaN' is not a number")
+  call write_text(d // '/legacy_huge.txt', '3' // nl // 'input 2' // nl // 'dense 1e12' // nl // &
+                  'linear 0' // nl // '0.1' // nl)
+  call expect_load(d // '/legacy_huge.txt', FKB_ERR_MEMORY, 'must be an integer in')
+  call write_text(d // '/legacy_frac.txt', '3' // nl // 'input 2.5' // nl // 'dense 2' // nl // &
+                  'linear 0' // nl // '0.1' // nl)
+  call expect_load(d // '/legacy_frac.txt', FKB_ERR_FORMAT, 'must be an integer')
+  call write_text(d // '/legacy_layer.txt', '3' // nl // 'input 2' // nl // 'conv 2' // nl // &
+                  'linear 0' // nl // '0.1' // nl)
+  call expect_load(d // '/legacy_layer.txt', FKB_ERR_UNSUPPORTED, "unknown layer 'conv'")
+  call write_text(d // '/legacy_gauss.txt', '3' // nl // 'input 2' // nl // 'dense 2' // nl // &
+                  'gaussian 0' // nl // '0.1' // nl)
+  call expect_load(d // '/legacy_gauss.txt', FKB_ERR_UNSUPPORTED, "activation 'gaussian'")
+  call write_text(d // '/legacy_short.txt', '3' // nl // 'input 2' // nl // 'dense 2' // nl // &
+                  'linear 0' // nl // '0.1' // nl // '1 2' // nl // '1 2 3' // nl)
+  call expect_load(d // '/legacy_short.txt', FKB_ERR_FORMAT, 'expected 4 values, found 3')
+  call write_text(d // '/legacy_nolines.txt', '5' // nl // 'input 2' // nl // 'dense 2' // nl)
+  call expect_load(d // '/legacy_nolines.txt', FKB_ERR_FORMAT, 'truncated')
+
+  ! Calls on a loaded network: bad shapes and batch sizes leave it working.
+  call net%load(d // '/good.fkb')
+  x = 1
+  call net%predict(x, y_before)
+  call net%load(d // '/truncated.fkb', stat=stat_, errmsg=msg_)
+  call check(stat_ == FKB_ERR_FORMAT, 'failed load reports')
+  call net%predict(x, y)
+  call check(all(y == y_before), 'a failed load leaves the loaded network intact')
+  call expect_predict_r32(x(1:1, :), y, FKB_ERR_SHAPE, 'input has 1 features')
+  call expect_predict_r32(x, y(1:2, :), FKB_ERR_SHAPE, 'output array is 2 x 4')
+  call expect_predict_r32(x, y(:, 1:3), FKB_ERR_SHAPE, 'output array is 3 x 3')
+  allocate(empty_x(2, 0), empty_y(3, 0))
+  call expect_predict_r32(empty_x, empty_y, FKB_ERR_ARGUMENT, 'batch size must be at least 1')
+  call net%predict(x, y)
+  call check(all(y == y_before), 'the network still predicts after bad calls')
+  call net%save(d // '/no_such_dir/x.fkb', stat=stat_, errmsg=msg_)
+  call check(stat_ == FKB_ERR_IO .and. index(msg_, 'no_such_dir') > 0, 'save to a bad path')
+  call net%save(d // '/x.fkb', stat=stat_, errmsg=msg_, format='onnx')
+  call check(stat_ == FKB_ERR_ARGUMENT, 'unknown save format')
+  block
+    real(8) :: v(6)
+    call net%get_tensor(3_int64, v, stat=stat_, errmsg=msg_)
+    call check(stat_ == FKB_ERR_ARGUMENT .and. index(msg_, 'out of range') > 0, &
+               'tensor index out of range')
+    call net%get_tensor(1_int64, v(1:5), stat=stat_, errmsg=msg_)
+    call check(stat_ == FKB_ERR_SHAPE, 'tensor of the wrong size')
+  end block
+  block
+    type(fkb_network) :: empty
+    call empty%predict(x, y, stat=stat_, errmsg=msg_)
+    call check(stat_ == FKB_ERR_ARGUMENT .and. index(msg_, 'not loaded') > 0, &
+               'predict before load')
+  end block
+  call write_fkb(d // '/gelu.fkb', replace(GOOD, 'activation=relu', 'activation=gelu'), 36)
+  call net%load(d // '/gelu.fkb')
+  call net%save(d // '/gelu.txt', stat=stat_, errmsg=msg_, format='legacy')
+  call check(stat_ == FKB_ERR_UNSUPPORTED .and. index(msg_, 'legacy') > 0, &
+             'legacy writer refuses what the original library would misread')
+  call finish()
+
+contains
+
+  subroutine expect_load(path, code, text)
+    character(len=*), intent(in) :: path, text
+    integer, intent(in) :: code
+    type(fkb_network) :: n
+    integer :: stat
+    character(len=1024) :: msg
+    msg = ''
+    call n%load(path, stat=stat, errmsg=msg)
+    call check(stat == code .and. index(msg, text) > 0, 'load ' // path // ': expected ' // &
+               fkb_status_name(code) // " with '" // text // "', got " // &
+               fkb_status_name(stat) // ': ' // trim(msg))
+  end subroutine expect_load
+
+  subroutine expect_predict_r32(xx, yy, code, text)
+    real(real32), intent(in) :: xx(:, :)
+    real(real32), intent(inout) :: yy(:, :)
+    integer, intent(in) :: code
+    character(len=*), intent(in) :: text
+    integer :: stat
+    character(len=1024) :: msg
+    msg = ''
+    call net%predict(xx, yy, stat=stat, errmsg=msg)
+    call check(stat == code .and. index(msg, text) > 0, 'predict: expected ' // &
+               fkb_status_name(code) // " with '" // text // "', got: " // trim(msg))
+  end subroutine expect_predict_r32
+
+  subroutine write_fkb(path, header, data_bytes, major)
+    ! A .fkb file with the given header and data_bytes bytes of float data (0.25 each).
+    character(len=*), intent(in) :: path, header
+    integer, intent(in) :: data_bytes
+    integer, intent(in), optional :: major
+    integer :: u, maj
+    character(len=:), allocatable :: data
+    maj = 1
+    if (present(major)) maj = major
+    data = repeat(transfer(0.25_real32, 'abcd'), (data_bytes + 3) / 4)
+    open (newunit=u, file=path, access='stream', form='unformatted', status='replace')
+    write (u) char(137) // 'FKB' // achar(13) // achar(10) // achar(26) // achar(10), &
+              int(maj, int32), 0_int32, int(len(header), int64), header, data(1:data_bytes)
+    close (u)
+  end subroutine write_fkb
+
+  subroutine write_text(path, text)
+    character(len=*), intent(in) :: path, text
+    integer :: u
+    open (newunit=u, file=path, access='stream', form='unformatted', status='replace')
+    write (u) text
+    close (u)
+  end subroutine write_text
+
+  function replace(s, old, new) result(r)
+    character(len=*), intent(in) :: s, old, new
+    character(len=:), allocatable :: r
+    integer :: i
+    i = index(s, old)
+    r = s(1:i - 1) // new // s(i + len(old):)
+  end function replace
+
+end program test_errors
