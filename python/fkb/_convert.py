@@ -42,6 +42,8 @@ def spec_from_any(src: Any) -> ModelSpec:
             from ._keras_reader import spec_from_path
 
             return spec_from_path(path)
+        if path.lower().endswith((".keras", ".h5", ".hdf5")):
+            raise FKBFormatError(f"{path}: not a Keras model file (.keras archive or HDF5)")
         # Anything else is taken as a legacy FKB text file, which the engine reads.
         return Network.load(path).to_spec()
     if _is_keras_model(src):
