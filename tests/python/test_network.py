@@ -316,3 +316,26 @@ def test_from_keras_errors(tmp_path):
                                          keras.layers.Lambda(lambda t: t, name="lam")]))
     with pytest.raises(TypeError):
         fkb.from_keras(42)
+
+
+def test_contiguous_input_of_the_right_dtype_is_not_copied(small):
+    """numpy reports its allocations to tracemalloc: a copy of x would show up in the peak."""
+    import tracemalloc
+
+    x = np.ones((20000, small.n_inputs), np.float32)
+    small.predict(x[:10])  # warm up (workspaces)
+    tracemalloc.start()
+    try:
+        y = small.predict(x)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < x.nbytes / 2 + y.nbytes, peak
+    xf = np.asfortranarray(x)
+    tracemalloc.start()
+    try:
+        small.predict(xf)
+        _, peak_copy = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak_copy >= x.nbytes  # the Fortran-ordered array was copied, as it must be
