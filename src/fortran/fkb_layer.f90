@@ -68,14 +68,12 @@ contains
     integer, intent(out) :: stat
     character(len=:), allocatable, intent(inout) :: msg
     stat = FKB_OK
-    if (.false.) msg = ''
   end subroutine layer_prepare
 
   logical function layer_is_identity(self)
     !! True for layers that do nothing at inference (Dropout, Flatten): the network skips them.
     class(fkb_layer_t), intent(in) :: self
     layer_is_identity = .false.
-    if (.false.) layer_is_identity = self%n_in < 0
   end function layer_is_identity
 
   subroutine declare_params(self, names, shapes)

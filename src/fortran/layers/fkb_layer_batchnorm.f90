@@ -65,7 +65,6 @@ contains
     real(real64), allocatable :: inv(:), shift(:)
     integer :: k
     stat = FKB_OK
-    if (.false.) msg = ''
     k = size(self%params)   ! ..., moving_mean (k-1), moving_variance (k)
     inv = 1 / sqrt(self%params(k)%values() + self%epsilon)
     if (self%scale) inv = inv * self%params(1)%values()

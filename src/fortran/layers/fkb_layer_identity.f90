@@ -44,14 +44,12 @@ contains
   logical function id_is_identity(self)
     class(fkb_identity_t), intent(in) :: self
     id_is_identity = .true.
-    if (.false.) id_is_identity = self%rate < 0
   end function id_is_identity
 
   subroutine id_forward_r32(self, x, y)
     class(fkb_identity_t), intent(in) :: self
     real(real32), intent(in), contiguous :: x(:, :)
     real(real32), intent(inout), contiguous :: y(:, :)
-    if (.false.) y(1, 1) = real(self%rate, real32)
     y = x
   end subroutine id_forward_r32
 
@@ -59,7 +57,6 @@ contains
     class(fkb_identity_t), intent(in) :: self
     real(real64), intent(in), contiguous :: x(:, :)
     real(real64), intent(inout), contiguous :: y(:, :)
-    if (.false.) y(1, 1) = self%rate
     y = x
   end subroutine id_forward_r64
 

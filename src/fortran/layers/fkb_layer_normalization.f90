@@ -47,7 +47,6 @@ contains
     integer, intent(out) :: stat
     character(len=:), allocatable, intent(inout) :: msg
     stat = FKB_OK
-    if (.false.) msg = ''
     ! sqrt in the network's precision, as Keras takes it, then the floor.
     if (allocated(self%params(2)%r32)) then
       call self%denom%assign(real(max(sqrt(self%params(2)%r32), real(KERAS_EPSILON, real32)), &

@@ -24,7 +24,6 @@ contains
     integer, intent(out) :: stat
     character(len=:), allocatable, intent(inout) :: msg
     stat = FKB_OK
-    if (.false.) msg = cfg%where
     self%n_out = self%n_in
     call self%declare_params(['alpha'], reshape([self%n_in], [1, 1]))
   end subroutine prelu_configure
@@ -32,7 +31,6 @@ contains
   subroutine prelu_options(self, cfg)
     class(fkb_prelu_t), intent(in) :: self
     type(fkb_config_t), intent(inout) :: cfg
-    if (.false.) call cfg%set('n', self%name)
   end subroutine prelu_options
 
   subroutine prelu_forward_r32(self, x, y)
