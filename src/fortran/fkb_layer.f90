@@ -26,6 +26,7 @@ module fkb_layer
     procedure(options_i), deferred :: options
     procedure(forward_r32_i), deferred :: forward_r32
     procedure(forward_r64_i), deferred :: forward_r64
+    generic :: forward => forward_r32, forward_r64
     procedure :: prepare => layer_prepare
     procedure :: is_identity => layer_is_identity
     procedure :: declare_params

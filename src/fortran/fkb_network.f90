@@ -375,7 +375,7 @@ contains
       else
         ys64(1:rows_y, 1:n) => slot%out64(1:rows_y * n)
       end if
-      call run_r64(self, slot, xs64, ys64)
+      call run_r64(self, slot%a64, slot%b64, xs64, ys64)
       if (present(y32)) y32 = real(ys64, real32)
     else
       if (present(x32)) then
@@ -389,71 +389,28 @@ contains
       else
         ys32(1:rows_y, 1:n) => slot%out32(1:rows_y * n)
       end if
-      call run_r32(self, slot, xs32, ys32)
+      call run_r32(self, slot%a32, slot%b32, xs32, ys32)
       if (present(y64)) y64 = real(ys32, real64)
     end if
     if (islot > 0) call release_slot(slot)
   end subroutine net_predict_core
 
-  subroutine run_r32(self, slot, x, y)
-    ! Ping-pongs between the slot's two buffers; the last layer writes into y.
+  subroutine run_r32(self, bufa, bufb, x, y)
+    integer, parameter :: wp = real32
     type(fkb_network), intent(in) :: self
-    type(ws_slot), intent(inout), target :: slot
-    real(real32), intent(in), contiguous, target :: x(:, :)
-    real(real32), intent(inout), contiguous, target :: y(:, :)
-    real(real32), pointer, contiguous :: src(:, :), dst(:, :)
-    integer(int64) :: n, w
-    integer :: k
-    n = size(x, 2, int64)
-    if (size(self%run) == 0) then
-      y = x
-      return
-    end if
-    src => x
-    do k = 1, size(self%run)
-      associate (l => self%model%layers(self%run(k))%l)
-        w = l%n_out
-        if (k == size(self%run)) then
-          dst => y
-        else if (mod(k, 2) == 1) then
-          dst(1:w, 1:n) => slot%a32(1:w * n)
-        else
-          dst(1:w, 1:n) => slot%b32(1:w * n)
-        end if
-        call l%forward_r32(src, dst)
-      end associate
-      src => dst
-    end do
+    real(wp), intent(inout), contiguous, target :: bufa(:), bufb(:)
+    real(wp), intent(in), contiguous, target :: x(:, :)
+    real(wp), intent(inout), contiguous, target :: y(:, :)
+    include 'kernels/run_chain.inc'
   end subroutine run_r32
 
-  subroutine run_r64(self, slot, x, y)
+  subroutine run_r64(self, bufa, bufb, x, y)
+    integer, parameter :: wp = real64
     type(fkb_network), intent(in) :: self
-    type(ws_slot), intent(inout), target :: slot
-    real(real64), intent(in), contiguous, target :: x(:, :)
-    real(real64), intent(inout), contiguous, target :: y(:, :)
-    real(real64), pointer, contiguous :: src(:, :), dst(:, :)
-    integer(int64) :: n, w
-    integer :: k
-    n = size(x, 2, int64)
-    if (size(self%run) == 0) then
-      y = x
-      return
-    end if
-    src => x
-    do k = 1, size(self%run)
-      associate (l => self%model%layers(self%run(k))%l)
-        w = l%n_out
-        if (k == size(self%run)) then
-          dst => y
-        else if (mod(k, 2) == 1) then
-          dst(1:w, 1:n) => slot%a64(1:w * n)
-        else
-          dst(1:w, 1:n) => slot%b64(1:w * n)
-        end if
-        call l%forward_r64(src, dst)
-      end associate
-      src => dst
-    end do
+    real(wp), intent(inout), contiguous, target :: bufa(:), bufb(:)
+    real(wp), intent(in), contiguous, target :: x(:, :)
+    real(wp), intent(inout), contiguous, target :: y(:, :)
+    include 'kernels/run_chain.inc'
   end subroutine run_r64
 
 end module fkb_network_m
