@@ -71,6 +71,15 @@ FKB_API const char *fkb_status_string(fkb_status status);
  *  The text stays valid until the next failing FKB call on this thread. */
 FKB_API const char *fkb_last_error(void);
 
+/** Deterministic mode for the whole process: predictions are bitwise identical for any
+ *  thread count, batch size and split of a batch into calls, at some cost in speed. Also
+ *  switched on by the environment variable FKB_DETERMINISTIC=1 (read at the first load).
+ *  Change it only while no prediction runs. */
+FKB_API void fkb_set_deterministic(int on);
+
+/** 1 if deterministic mode is on, else 0. */
+FKB_API int fkb_is_deterministic(void);
+
 /** Loads a `.fkb` file or a legacy FKB text file. On success *out owns a new network; on
  *  failure *out is set to NULL and nothing is leaked. */
 FKB_API fkb_status fkb_network_load(const char *path, fkb_network **out);

@@ -7,6 +7,7 @@ module fkb_c_api
   use iso_fortran_env, only: int64
   use fkb_network_m, only: fkb_network
   use fkb_errors, only: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_MEMORY
+  use fkb_blas, only: set_deterministic, is_deterministic
   implicit none
   private
 
@@ -271,5 +272,14 @@ contains
     call net%set_tensor(index + 1, values, stat=stat, errmsg=msg)
     c_network_set_tensor = finish(stat, msg)
   end function c_network_set_tensor
+
+  subroutine c_set_deterministic(on) bind(c, name='fkb_set_deterministic')
+    integer(c_int), value :: on
+    call set_deterministic(on /= 0)
+  end subroutine c_set_deterministic
+
+  integer(c_int) function c_is_deterministic() bind(c, name='fkb_is_deterministic')
+    c_is_deterministic = merge(1_c_int, 0_c_int, is_deterministic())
+  end function c_is_deterministic
 
 end module fkb_c_api

@@ -14,10 +14,15 @@ module fkb
                         fkb_status_name
   use fkb_tensor, only: FKB_FLOAT32, FKB_FLOAT64
   use fkb_version, only: fkb_version_string
+  use fkb_blas, only: fkb_set_deterministic => set_deterministic, &
+                      fkb_is_deterministic => is_deterministic
   implicit none
   private
   public :: fkb_network, fkb_status_name, fkb_version_string
   public :: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_IO, FKB_ERR_FORMAT, FKB_ERR_VERSION, &
             FKB_ERR_UNSUPPORTED, FKB_ERR_SHAPE, FKB_ERR_MEMORY, FKB_ERR_INTERNAL
   public :: FKB_FLOAT32, FKB_FLOAT64
+  !> Deterministic mode: bitwise identical outputs for any thread count, batch size and split
+  !> of a batch into calls (also switched on by FKB_DETERMINISTIC=1 at the first load).
+  public :: fkb_set_deterministic, fkb_is_deterministic
 end module fkb

@@ -3,13 +3,24 @@
 !! Everything numerical above this module calls `gemm`/`gemv` for either precision; a GPU or
 !! other backend replaces this module without touching the layers. BLAS is called with the
 !! reference (LP64, 32-bit integer) interface that every BLAS provides.
+!!
+!! Deterministic mode (environment FKB_DETERMINISTIC=1 when the first network is loaded, or
+!! `set_deterministic`): products use a fixed-order kernel in which every output element is
+!! the sum over k in order 1..k, whatever the batch size, the split of a batch into calls or
+!! the number of threads. BLAS may choose its blocking and kernels by matrix shape, so with it
+!! one column's result can depend on how many columns shared the call.
 module fkb_blas
   use iso_fortran_env, only: real32, real64, int32, int64
+  use omp_lib, only: omp_in_parallel
   implicit none
   private
-  public :: gemm, gemv, BLAS_INT_MAX
+  public :: gemm, gemv, BLAS_INT_MAX, set_deterministic, is_deterministic, init_backend
 
   integer(int64), parameter :: BLAS_INT_MAX = huge(1_int32)  !! largest dimension BLAS takes
+  integer(int64), parameter :: COLUMN_BLOCK = 8                !! fixed-order kernel's block
+
+  logical, save :: deterministic = .false.
+  logical, save :: initialised = .false.
 
   interface
     subroutine sgemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
@@ -54,11 +65,36 @@ module fkb_blas
 
 contains
 
+  subroutine init_backend()
+    !! Reads FKB_DETERMINISTIC once; called by `load`, which needs exclusive access anyway.
+    character(len=8) :: value
+    integer :: length, st
+    if (initialised) return
+    call get_environment_variable('FKB_DETERMINISTIC', value, length, st)
+    if (st == 0) deterministic = value == '1' .or. value == 'true' .or. value == 'on'
+    initialised = .true.
+  end subroutine init_backend
+
+  subroutine set_deterministic(on)
+    !! Switches deterministic mode for the whole process (not while predictions run).
+    logical, intent(in) :: on
+    initialised = .true.
+    deterministic = on
+  end subroutine set_deterministic
+
+  logical function is_deterministic()
+    is_deterministic = deterministic
+  end function is_deterministic
+
   subroutine gemm_r32(m, n, k, a, b, c)
     integer(int64), intent(in) :: m, n, k
     real(real32), intent(in) :: a(*)          ! flat m x k matrix (a layer's weights)
     real(real32), intent(in), contiguous :: b(:, :)
     real(real32), intent(inout), contiguous :: c(:, :)
+    if (deterministic) then
+      call fixed_order_r32(m, n, k, a, b, c)
+      return
+    end if
     call sgemm('N', 'N', int(m, int32), int(n, int32), int(k, int32), 1.0_real32, a, &
                int(max(m, 1_int64), int32), b, int(max(k, 1_int64), int32), 0.0_real32, c, &
                int(max(m, 1_int64), int32))
@@ -69,6 +105,10 @@ contains
     real(real64), intent(in) :: a(*)          ! flat m x k matrix (a layer's weights)
     real(real64), intent(in), contiguous :: b(:, :)
     real(real64), intent(inout), contiguous :: c(:, :)
+    if (deterministic) then
+      call fixed_order_r64(m, n, k, a, b, c)
+      return
+    end if
     call dgemm('N', 'N', int(m, int32), int(n, int32), int(k, int32), 1.0_real64, a, &
                int(max(m, 1_int64), int32), b, int(max(k, 1_int64), int32), 0.0_real64, c, &
                int(max(m, 1_int64), int32))
@@ -79,6 +119,10 @@ contains
     real(real32), intent(in) :: a(*)          ! flat m x k matrix
     real(real32), intent(in), contiguous :: x(:, :)     ! (k, 1)
     real(real32), intent(inout), contiguous :: y(:, :)  ! (m, 1)
+    if (deterministic) then
+      call fixed_order_r32(m, 1_int64, k, a, x, y)
+      return
+    end if
     call sgemv('N', int(m, int32), int(k, int32), 1.0_real32, a, int(max(m, 1_int64), int32), &
                x, 1_int32, 0.0_real32, y, 1_int32)
   end subroutine gemv_r32
@@ -88,8 +132,30 @@ contains
     real(real64), intent(in) :: a(*)          ! flat m x k matrix
     real(real64), intent(in), contiguous :: x(:, :)     ! (k, 1)
     real(real64), intent(inout), contiguous :: y(:, :)  ! (m, 1)
+    if (deterministic) then
+      call fixed_order_r64(m, 1_int64, k, a, x, y)
+      return
+    end if
     call dgemv('N', int(m, int32), int(k, int32), 1.0_real64, a, int(max(m, 1_int64), int32), &
                x, 1_int32, 0.0_real64, y, 1_int32)
   end subroutine gemv_r64
+
+  subroutine fixed_order_r32(m, n, k, a, b, c)
+    integer, parameter :: wp = real32
+    integer(int64), intent(in) :: m, n, k
+    real(wp), intent(in) :: a(m, k)
+    real(wp), intent(in) :: b(k, n)
+    real(wp), intent(inout) :: c(m, n)
+    include 'kernels/fixed_order_gemm.inc'
+  end subroutine fixed_order_r32
+
+  subroutine fixed_order_r64(m, n, k, a, b, c)
+    integer, parameter :: wp = real64
+    integer(int64), intent(in) :: m, n, k
+    real(wp), intent(in) :: a(m, k)
+    real(wp), intent(in) :: b(k, n)
+    real(wp), intent(inout) :: c(m, n)
+    include 'kernels/fixed_order_gemm.inc'
+  end subroutine fixed_order_r64
 
 end module fkb_blas

@@ -13,6 +13,7 @@ module fkb_network_m
   use fkb_model, only: fkb_model_t
   use fkb_io_native, only: has_magic, read_native, write_native
   use fkb_io_legacy, only: read_legacy, write_legacy
+  use fkb_blas, only: init_backend
   use fkb_workspace, only: ws_slot, POOL_SIZE, claim_slot, release_slot, reserve
   implicit none
   private
@@ -56,6 +57,7 @@ contains
     character(len=:), allocatable :: msg
     integer :: st, i
     msg = ''
+    call init_backend()
     if (has_magic(path)) then
       call read_native(path, model, st, msg)
     else
