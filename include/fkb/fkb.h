@@ -133,6 +133,50 @@ FKB_API fkb_status fkb_network_get_tensor(const fkb_network *net, int64_t index,
 FKB_API fkb_status fkb_network_set_tensor(fkb_network *net, int64_t index, const double *values,
                                           int64_t count);
 
+/* ---- Ensembles -------------------------------------------------------------------------
+ * Members may differ in architecture and precision but share input and output widths.
+ * Statistics over the P = members x copies predictions y_p with weights w_p = w_member/copies
+ * (member weights normalised to sum 1): mean = sum w_p y_p, std = sqrt(sum w_p (y_p-mean)^2).
+ * Input noise is drawn from a counter-based generator keyed by (seed, member, copy, sample,
+ * feature): the same seed gives the same bits on any number of threads.
+ * Thread safety: predict calls and queries may run concurrently on one ensemble; load,
+ * set_noise and free need exclusive access. Host arrays are double, samples contiguous. */
+typedef struct fkb_ensemble fkb_ensemble;
+
+/** Loads n_paths member files; weights (n_paths values >= 0, positive sum) may be NULL for
+ *  equal weights. On failure *out is NULL and the message names the member. */
+FKB_API fkb_status fkb_ensemble_load(const char *const *paths, int64_t n_paths,
+                                     const double *weights, fkb_ensemble **out);
+
+/** Loads every *.fkb file of a folder, in name order, with equal weights. */
+FKB_API fkb_status fkb_ensemble_load_directory(const char *dir, fkb_ensemble **out);
+
+/** Loads a manifest: one `PATH [WEIGHT]` per line, paths relative to the manifest, # comments. */
+FKB_API fkb_status fkb_ensemble_load_manifest(const char *path, fkb_ensemble **out);
+
+/** Releases an ensemble; accepts NULL or a pointer to NULL; sets *ens to NULL. */
+FKB_API void fkb_ensemble_free(fkb_ensemble **ens);
+
+FKB_API int64_t fkb_ensemble_n_members(const fkb_ensemble *ens);  /**< -1 if ens is NULL */
+FKB_API int64_t fkb_ensemble_n_inputs(const fkb_ensemble *ens);   /**< -1 if ens is NULL */
+FKB_API int64_t fkb_ensemble_n_outputs(const fkb_ensemble *ens);  /**< -1 if ens is NULL */
+
+/** Input perturbation: `copies` noisy copies per member, Gaussian with standard deviation std
+ *  (n_std = 1 value, or one per input), from `seed`. std 0 and copies 1 switch it off. */
+FKB_API fkb_status fkb_ensemble_set_noise(fkb_ensemble *ens, const double *std, int64_t n_std,
+                                          int64_t copies, uint64_t seed);
+
+/** mean (batch*n_outputs) of a batch x (batch*n_inputs); std, minimum and maximum (same size
+ *  as mean) are computed when not NULL. */
+FKB_API fkb_status fkb_ensemble_predict(const fkb_ensemble *ens, const double *x, int64_t batch,
+                                        double *mean, double *std, double *minimum,
+                                        double *maximum);
+
+/** Every member's output (its mean over noise copies): members[(m*batch + b)*n_outputs + j],
+ *  i.e. a C array (n_members, batch, n_outputs). */
+FKB_API fkb_status fkb_ensemble_predict_members(const fkb_ensemble *ens, const double *x,
+                                                int64_t batch, double *members);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -6,6 +6,7 @@ module fkb_c_api
                            c_null_ptr, c_null_char, c_associated, c_f_pointer, c_loc
   use iso_fortran_env, only: int64
   use fkb_network_m, only: fkb_network
+  use fkb_ensemble_m, only: fkb_ensemble
   use fkb_errors, only: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_MEMORY
   use fkb_blas, only: set_deterministic, is_deterministic
   implicit none
@@ -281,5 +282,238 @@ contains
   integer(c_int) function c_is_deterministic() bind(c, name='fkb_is_deterministic')
     c_is_deterministic = merge(1_c_int, 0_c_int, is_deterministic())
   end function c_is_deterministic
+
+  ! ---- ensembles ----
+
+  logical function get_ens(handle, ens)
+    type(c_ptr), intent(in) :: handle
+    type(fkb_ensemble), pointer, intent(out) :: ens
+    ens => null()
+    get_ens = c_associated(handle)
+    if (get_ens) call c_f_pointer(handle, ens)
+  end function get_ens
+
+  integer(c_int) function new_ensemble(out, ens, where)
+    ! Checks `out`, sets *out = NULL and allocates a fresh ensemble.
+    type(c_ptr), intent(in) :: out
+    type(fkb_ensemble), pointer, intent(out) :: ens
+    character(len=*), intent(in) :: where
+    type(c_ptr), pointer :: outp
+    integer :: st
+    ens => null()
+    if (.not. c_associated(out)) then
+      new_ensemble = fail(FKB_ERR_ARGUMENT, where // ': out is NULL')
+      return
+    end if
+    call c_f_pointer(out, outp)
+    outp = c_null_ptr
+    allocate(ens, stat=st)
+    new_ensemble = FKB_OK
+    if (st /= 0) new_ensemble = fail(FKB_ERR_MEMORY, where // ': out of memory')
+  end function new_ensemble
+
+  integer(c_int) function hand_over(out, ens, stat, msg)
+    ! Gives the loaded ensemble to *out, or frees it and reports the failure.
+    type(c_ptr), intent(in) :: out
+    type(fkb_ensemble), pointer, intent(inout) :: ens
+    integer, intent(in) :: stat
+    character(len=*), intent(in) :: msg
+    type(c_ptr), pointer :: outp
+    if (stat /= FKB_OK) then
+      deallocate(ens)
+      hand_over = fail(stat, trim(msg))
+      return
+    end if
+    call c_f_pointer(out, outp)
+    outp = c_loc(ens)
+    hand_over = FKB_OK
+  end function hand_over
+
+  integer(c_int) function c_ensemble_load(paths, n_paths, weights, out) &
+      bind(c, name='fkb_ensemble_load')
+    type(c_ptr), value :: paths, weights, out
+    integer(c_int64_t), value :: n_paths
+    type(fkb_ensemble), pointer :: ens
+    type(c_ptr), pointer :: each(:)
+    real(c_double), pointer :: w(:)
+    character(len=4096), allocatable :: list(:)
+    character(len=MSG_LEN) :: msg
+    integer :: stat, i
+    c_ensemble_load = new_ensemble(out, ens, 'fkb_ensemble_load')
+    if (c_ensemble_load /= FKB_OK) return
+    if (.not. c_associated(paths) .or. n_paths < 1) then
+      deallocate(ens)
+      c_ensemble_load = fail(FKB_ERR_ARGUMENT, 'fkb_ensemble_load: no member paths')
+      return
+    end if
+    call c_f_pointer(paths, each, [n_paths])
+    allocate(list(n_paths))
+    do i = 1, int(n_paths)
+      if (.not. c_associated(each(i))) then
+        deallocate(ens)
+        c_ensemble_load = fail(FKB_ERR_ARGUMENT, 'fkb_ensemble_load: a member path is NULL')
+        return
+      end if
+      list(i) = c_string(each(i))
+    end do
+    msg = ''
+    if (c_associated(weights)) then
+      call c_f_pointer(weights, w, [n_paths])
+      call ens%load(list, stat=stat, errmsg=msg, weights=w)
+    else
+      call ens%load(list, stat=stat, errmsg=msg)
+    end if
+    c_ensemble_load = hand_over(out, ens, stat, msg)
+  end function c_ensemble_load
+
+  integer(c_int) function c_ensemble_load_directory(dir, out) &
+      bind(c, name='fkb_ensemble_load_directory')
+    type(c_ptr), value :: dir, out
+    type(fkb_ensemble), pointer :: ens
+    character(len=MSG_LEN) :: msg
+    integer :: stat
+    c_ensemble_load_directory = new_ensemble(out, ens, 'fkb_ensemble_load_directory')
+    if (c_ensemble_load_directory /= FKB_OK) return
+    if (.not. c_associated(dir)) then
+      deallocate(ens)
+      c_ensemble_load_directory = fail(FKB_ERR_ARGUMENT, 'fkb_ensemble_load_directory: NULL')
+      return
+    end if
+    msg = ''
+    call ens%load_directory(c_string(dir), stat=stat, errmsg=msg)
+    c_ensemble_load_directory = hand_over(out, ens, stat, msg)
+  end function c_ensemble_load_directory
+
+  integer(c_int) function c_ensemble_load_manifest(path, out) &
+      bind(c, name='fkb_ensemble_load_manifest')
+    type(c_ptr), value :: path, out
+    type(fkb_ensemble), pointer :: ens
+    character(len=MSG_LEN) :: msg
+    integer :: stat
+    c_ensemble_load_manifest = new_ensemble(out, ens, 'fkb_ensemble_load_manifest')
+    if (c_ensemble_load_manifest /= FKB_OK) return
+    if (.not. c_associated(path)) then
+      deallocate(ens)
+      c_ensemble_load_manifest = fail(FKB_ERR_ARGUMENT, 'fkb_ensemble_load_manifest: NULL')
+      return
+    end if
+    msg = ''
+    call ens%load_manifest(c_string(path), stat=stat, errmsg=msg)
+    c_ensemble_load_manifest = hand_over(out, ens, stat, msg)
+  end function c_ensemble_load_manifest
+
+  subroutine c_ensemble_free(handle_ref) bind(c, name='fkb_ensemble_free')
+    type(c_ptr), value :: handle_ref
+    type(c_ptr), pointer :: handle
+    type(fkb_ensemble), pointer :: ens
+    if (.not. c_associated(handle_ref)) return
+    call c_f_pointer(handle_ref, handle)
+    if (get_ens(handle, ens)) deallocate(ens)
+    handle = c_null_ptr
+  end subroutine c_ensemble_free
+
+  integer(c_int64_t) function c_ensemble_n_members(handle) bind(c, name='fkb_ensemble_n_members')
+    type(c_ptr), value :: handle
+    type(fkb_ensemble), pointer :: ens
+    c_ensemble_n_members = -1
+    if (get_ens(handle, ens)) c_ensemble_n_members = ens%n_members()
+  end function c_ensemble_n_members
+
+  integer(c_int64_t) function c_ensemble_n_inputs(handle) bind(c, name='fkb_ensemble_n_inputs')
+    type(c_ptr), value :: handle
+    type(fkb_ensemble), pointer :: ens
+    c_ensemble_n_inputs = -1
+    if (get_ens(handle, ens)) c_ensemble_n_inputs = ens%n_inputs()
+  end function c_ensemble_n_inputs
+
+  integer(c_int64_t) function c_ensemble_n_outputs(handle) bind(c, name='fkb_ensemble_n_outputs')
+    type(c_ptr), value :: handle
+    type(fkb_ensemble), pointer :: ens
+    c_ensemble_n_outputs = -1
+    if (get_ens(handle, ens)) c_ensemble_n_outputs = ens%n_outputs()
+  end function c_ensemble_n_outputs
+
+  integer(c_int) function c_ensemble_set_noise(handle, std, n_std, copies, seed) &
+      bind(c, name='fkb_ensemble_set_noise')
+    type(c_ptr), value :: handle, std
+    integer(c_int64_t), value :: n_std, copies, seed
+    type(fkb_ensemble), pointer :: ens
+    real(c_double), pointer :: s(:)
+    character(len=MSG_LEN) :: msg
+    integer :: stat
+    if (.not. get_ens(handle, ens) .or. .not. c_associated(std) .or. n_std < 1) then
+      c_ensemble_set_noise = fail(FKB_ERR_ARGUMENT, 'fkb_ensemble_set_noise: NULL argument &
+                                  &or no noise values')
+      return
+    end if
+    if (copies < 1 .or. copies > huge(1)) then
+      c_ensemble_set_noise = fail(FKB_ERR_ARGUMENT, 'fkb_ensemble_set_noise: copies must be &
+                                  &at least 1')
+      return
+    end if
+    call c_f_pointer(std, s, [n_std])
+    msg = ''
+    call ens%set_noise(s, int(copies), seed, stat=stat, errmsg=msg)
+    c_ensemble_set_noise = finish(stat, msg)
+  end function c_ensemble_set_noise
+
+  integer(c_int) function c_ensemble_predict(handle, x, batch, mean, std, minimum, maximum) &
+      bind(c, name='fkb_ensemble_predict')
+    type(c_ptr), value :: handle, x, mean, std, minimum, maximum
+    integer(c_int64_t), value :: batch
+    type(fkb_ensemble), pointer :: ens
+    real(c_double), pointer :: xf(:, :), mf(:, :), sf(:, :), lo(:, :), hi(:, :)
+    character(len=MSG_LEN) :: msg
+    integer :: stat
+    if (.not. get_ens(handle, ens) .or. .not. c_associated(x) .or. .not. c_associated(mean)) then
+      c_ensemble_predict = fail(FKB_ERR_ARGUMENT, 'fkb_ensemble_predict: NULL argument')
+      return
+    end if
+    if (batch < 1) then
+      c_ensemble_predict = fail(FKB_ERR_ARGUMENT, 'fkb_ensemble_predict: batch must be at &
+                                &least 1')
+      return
+    end if
+    call c_f_pointer(x, xf, [ens%n_inputs(), batch])
+    call c_f_pointer(mean, mf, [ens%n_outputs(), batch])
+    sf => null()
+    lo => null()
+    hi => null()
+    ! A disassociated pointer passed to an optional argument counts as absent (Fortran 2008).
+    if (c_associated(std)) call c_f_pointer(std, sf, [ens%n_outputs(), batch])
+    if (c_associated(minimum)) call c_f_pointer(minimum, lo, [ens%n_outputs(), batch])
+    if (c_associated(maximum)) call c_f_pointer(maximum, hi, [ens%n_outputs(), batch])
+    msg = ''
+    call ens%predict(xf, mf, stat=stat, errmsg=msg, std=sf, minimum=lo, maximum=hi)
+    c_ensemble_predict = finish(stat, msg)
+  end function c_ensemble_predict
+
+  integer(c_int) function c_ensemble_predict_members(handle, x, batch, members) &
+      bind(c, name='fkb_ensemble_predict_members')
+    type(c_ptr), value :: handle, x, members
+    integer(c_int64_t), value :: batch
+    type(fkb_ensemble), pointer :: ens
+    real(c_double), pointer :: xf(:, :), yf(:, :, :)
+    real(c_double), allocatable :: mean(:, :)
+    character(len=MSG_LEN) :: msg
+    integer :: stat
+    if (.not. get_ens(handle, ens) .or. .not. c_associated(x) .or. &
+        .not. c_associated(members)) then
+      c_ensemble_predict_members = fail(FKB_ERR_ARGUMENT, 'fkb_ensemble_predict_members: &
+                                        &NULL argument')
+      return
+    end if
+    if (batch < 1) then
+      c_ensemble_predict_members = fail(FKB_ERR_ARGUMENT, 'fkb_ensemble_predict_members: &
+                                        &batch must be at least 1')
+      return
+    end if
+    call c_f_pointer(x, xf, [ens%n_inputs(), batch])
+    call c_f_pointer(members, yf, [ens%n_outputs(), batch, int(ens%n_members(), c_int64_t)])
+    allocate(mean(ens%n_outputs(), batch))
+    msg = ''
+    call ens%predict(xf, mean, stat=stat, errmsg=msg, members=yf)
+    c_ensemble_predict_members = finish(stat, msg)
+  end function c_ensemble_predict_members
 
 end module fkb_c_api
