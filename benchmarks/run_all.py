@@ -1,0 +1,708 @@
+"""FKB's benchmark suite (issue 7): FKB against Keras 3, ONNX Runtime, a per-sample loop and the
+machine's own GEMM rate, measured in one run on one machine.
+
+    python benchmarks/run_all.py --prefix build/prefix --work build/bench [--quick]
+
+Systems (each runs in its own process, one per thread count, so thread settings hold):
+  FKB-Fortran   net%predict from a Fortran program built against the installed package
+  FKB-C         fkb_network_predict from a C program built against the installed package
+  FKB-Python    fkb.load(path).predict(x)
+  ORT           ONNX Runtime on the model exported by Keras (model.export(format="onnx"))
+  tf.function   tf.function(lambda t: model(t, training=False)), traced once
+  Keras call    model(x, training=False).numpy(), eager
+  Keras predict model.predict(x, batch_size=B)
+  loop          one sample at a time, intrinsic matmul, allocating per layer, as the original
+                FKB did (fortran/loop_impl.inc); single-threaded by nature, run once (1 thread)
+  GEMM bound    the chain of sgemm/dgemm calls of the same shapes, same BLAS as FKB (no bias,
+                no activation): the physical bound for a batched dense forward pass
+
+Every run measures afresh: nothing is cached between runs, nothing is hard-coded, and nothing is
+asserted about speed. Rounds are interleaved (the order of systems and thread counts rotates
+from round to round); each cell's figure is the median over rounds of the per-round medians.
+Writes WORK/results.md (also printed), WORK/results.json and WORK/bench_float32.png,
+WORK/bench_float64.png.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import pathlib
+import platform
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+HERE = pathlib.Path(__file__).resolve().parent
+SEED = 1234
+
+# name -> (description, n_in, hidden widths, n_out, hidden activation, leaky alpha)
+MODELS = {
+    "tiny": ("tiny 5→3→4→3→2 (ReLU)", 5, [3, 4, 3], 2, "relu", 0.0),
+    "spcam": ("SPCAM-like 94→5×256→65 (LeakyReLU 0.3)", 94, [256] * 5, 65, "leaky_relu", 0.3),
+    "wide": ("wide 128→3×1024→128 (ReLU)", 128, [1024] * 3, 128, "relu", 0.0),
+    "deep": ("deep-narrow 64→10×64→64 (ReLU)", 64, [64] * 10, 64, "relu", 0.0),
+}
+BIG = ("10M-parameter 512→3×2048→512 (ReLU)", 512, [2048] * 3, 512, "relu", 0.0)
+ACT_CODE = {"linear": 0, "relu": 1, "leaky_relu": 2, "tanh": 3}
+
+SYSTEMS = ["fkb-fortran", "fkb-c", "fkb-python", "ort", "keras-tf.function", "keras-call",
+           "keras-predict", "loop", "gemm"]
+NAMES = {"fkb-fortran": "FKB-Fortran", "fkb-c": "FKB-C", "fkb-python": "FKB-Python",
+         "ort": "ORT", "keras-tf.function": "tf.function", "keras-call": "Keras call",
+         "keras-predict": "Keras predict", "loop": "loop (1 thr)", "gemm": "GEMM bound",
+         "fkb-fortran-rank1": "FKB-Fortran rank-1"}
+# Worker processes: name -> systems it measures.
+WORKERS = {"fkb-fortran": ["fkb-fortran"], "fkb-c": ["fkb-c"], "fkb-python": ["fkb-python"],
+           "ort": ["ort"], "keras": ["keras-tf.function", "keras-call", "keras-predict"],
+           "loop": ["loop"], "gemm": ["gemm"]}
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+def find_tool(name: str) -> str:
+    cand = pathlib.Path(sys.executable).parent / name
+    return str(cand) if cand.exists() else (shutil.which(name) or name)
+
+
+def sh(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def cpu_model() -> str:
+    for line in sh(["lscpu"]).splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def fmt_load(v) -> str:
+    return "/".join(f"{x:.2f}" for x in v)
+
+
+def n_params(spec) -> int:
+    _, n_in, hidden, n_out, _, _ = spec
+    dims = [n_in] + hidden + [n_out]
+    return sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
+
+
+def flops(spec) -> int:
+    """Multiply-adds x 2 of the dense layers, per sample."""
+    _, n_in, hidden, n_out, _, _ = spec
+    dims = [n_in] + hidden + [n_out]
+    return 2 * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+
+
+# ----------------------------------------------------------------------------------------------
+# models
+
+def build_keras(spec, dtype: str):
+    import keras
+
+    _, n_in, hidden, n_out, act, alpha = spec
+    keras.utils.set_random_seed(SEED)
+    inp = keras.Input((n_in,), dtype=dtype)
+    h = inp
+    for w in hidden:
+        if act == "leaky_relu":
+            h = keras.layers.Dense(w, dtype=dtype)(h)
+            h = keras.layers.LeakyReLU(negative_slope=alpha, dtype=dtype)(h)
+        else:
+            h = keras.layers.Dense(w, activation=act, dtype=dtype)(h)
+    out = keras.layers.Dense(n_out, dtype=dtype)(h)
+    model = keras.Model(inp, out)
+    model(np.zeros((1, n_in), dtype))  # builds it (the ONNX export needs a called model)
+    return model
+
+
+def write_raw(model, spec, path: pathlib.Path) -> None:
+    """The per-sample loop's weight file (read by fortran/loop_impl.inc)."""
+    import keras
+
+    _, _, _, _, act, alpha = spec
+    dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
+    with open(path, "wb") as f:
+        f.write(struct.pack("<i", len(dense)))
+        for i, layer in enumerate(dense):
+            k, b = (np.asarray(v, np.float64) for v in layer.get_weights())
+            last = i == len(dense) - 1
+            code = 0 if last else ACT_CODE[act]
+            f.write(struct.pack("<iiid", k.shape[0], k.shape[1], code, alpha))
+            f.write(np.asfortranarray(k).tobytes(order="F"))
+            f.write(b.tobytes())
+
+
+def prepare_models(work: pathlib.Path, dtypes, log) -> dict:
+    """Keras model -> .keras, .fkb, .onnx, loop weights; checks the systems agree."""
+    import fkb
+
+    mdir = work / "models"
+    mdir.mkdir(parents=True, exist_ok=True)
+    out: dict = {}
+    todo = [(m, d) for m in MODELS for d in dtypes] + [("big", "float32")]
+    for name, dtype in todo:
+        spec = BIG if name == "big" else MODELS[name]
+        stem = mdir / f"{name}_{dtype}"
+        model = build_keras(spec, dtype)
+        files = {"keras": f"{stem}.keras", "fkb": f"{stem}.fkb", "onnx": f"{stem}.onnx",
+                 "raw": f"{stem}.raw"}
+        for p in files.values():
+            if os.path.exists(p):
+                os.remove(p)
+        model.save(files["keras"])
+        fkb.convert(model, files["fkb"])
+        write_raw(model, spec, pathlib.Path(files["raw"]))
+        info = {"files": files, "ort_error": None, "check": {}}
+        try:
+            model.export(files["onnx"], format="onnx", verbose=False)
+        except Exception as e:  # noqa: BLE001 - reported in the results
+            info["ort_error"] = f"ONNX export failed: {type(e).__name__}: {e}"
+        # agreement on one batch (a sanity check of what is timed, not a test)
+        x = np.random.default_rng(SEED).uniform(-1, 1, (64, spec[1])).astype(dtype)
+        ref = np.asarray(model.predict(x, verbose=0), np.float64)
+        info["check"]["fkb"] = float(np.max(np.abs(fkb.load(files["fkb"]).predict(x) - ref)))
+        if info["ort_error"] is None:
+            try:
+                import onnxruntime as ort
+
+                s = ort.InferenceSession(files["onnx"], providers=["CPUExecutionProvider"])
+                y = s.run(None, {s.get_inputs()[0].name: x})[0]
+                info["check"]["ort"] = float(np.max(np.abs(y - ref)))
+            except Exception as e:  # noqa: BLE001
+                msg = " ".join(str(e).split())
+                info["ort_error"] = f"ONNX Runtime refused the exported model: {msg[:200]}"
+        out[(name, dtype)] = info
+        log(f"  {name} {dtype}: {n_params(spec):,} parameters; max |FKB - Keras| = "
+            f"{info['check']['fkb']:.2e}"
+            + (f", max |ORT - Keras| = {info['check']['ort']:.2e}" if "ort" in info["check"]
+               else f"; ORT: n/a ({info['ort_error'][:90]})"))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# native programs
+
+def build_native(prefix: pathlib.Path, work: pathlib.Path) -> pathlib.Path:
+    cmake, ninja = find_tool("cmake"), find_tool("ninja")
+    bdir = work / "native"
+    subprocess.run([cmake, "-S", str(HERE / "fortran"), "-B", str(bdir), "-G", "Ninja",
+                    f"-DCMAKE_MAKE_PROGRAM={ninja}", f"-DCMAKE_PREFIX_PATH={prefix}",
+                    "-DCMAKE_BUILD_TYPE=Release"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([cmake, "--build", str(bdir)], check=True, stdout=subprocess.DEVNULL)
+    return bdir
+
+
+# ----------------------------------------------------------------------------------------------
+# jobs and workers
+
+def label(system: str, model: str, dtype: str, batch: int) -> str:
+    return f"{system}|{model}|{dtype}|{batch}"
+
+
+def worker_jobs(worker: str, threads: int, cfg, models) -> list:
+    """Job list of one worker process for one thread count: (label, job)."""
+    jobs = []
+    dbits = {"float32": 32, "float64": 64}
+    first = threads == cfg.threads[0]
+    for m in MODELS:
+        for d in cfg.dtypes:
+            info = models[(m, d)]
+            f = info["files"]
+            spec = MODELS[m]
+            for b in cfg.batches:
+                if worker == "fkb-fortran":
+                    jobs.append((label("fkb-fortran", m, d, b),
+                                 f"predict {label('fkb-fortran', m, d, b)} {f['fkb']} {dbits[d]} {b}"))
+                    if b == 1:
+                        jobs.append((label("fkb-fortran-rank1", m, d, 1),
+                                     f"rank1 {label('fkb-fortran-rank1', m, d, 1)} {f['fkb']} {dbits[d]}"))
+                elif worker == "fkb-c":
+                    jobs.append((label("fkb-c", m, d, b),
+                                 f"predict {label('fkb-c', m, d, b)} {f['fkb']} {dbits[d]} {b}"))
+                elif worker == "loop":
+                    jobs.append((label("loop", m, d, b),
+                                 f"loop {label('loop', m, d, b)} {f['raw']} {dbits[d]} {b} {cfg.loop_cols}"))
+                elif worker == "gemm":
+                    dims = [spec[1]] + spec[2] + [spec[3]]
+                    jobs.append((label("gemm", m, d, b),
+                                 f"chain {label('gemm', m, d, b)} {dbits[d]} {b} {len(dims)} "
+                                 + " ".join(map(str, dims))))
+                elif worker == "fkb-python":
+                    jobs.append((label("fkb-python", m, d, b),
+                                 dict(kind="predict", mode="fkb", path=f["fkb"], dtype=d, batch=b)))
+                elif worker == "ort":
+                    if info["ort_error"] is None:
+                        jobs.append((label("ort", m, d, b),
+                                     dict(kind="predict", mode="ort", path=f["onnx"], dtype=d, batch=b)))
+                elif worker == "keras":
+                    for mode in WORKERS["keras"]:
+                        if mode == "keras-predict" and d != "float32":
+                            continue  # slow (tf.data per call); float64 Keras: call, tf.function
+                        jobs.append((label(mode, m, d, b),
+                                     dict(kind="predict", mode=mode, path=f["keras"], dtype=d, batch=b)))
+    if worker == "gemm":
+        for d in cfg.dtypes:
+            n = cfg.square
+            jobs.append((label("gemm-square", f"n{n}", d, n), f"square {label('gemm-square', f'n{n}', d, n)} {dbits[d]} {n}"))
+    if first:  # load time of the 10M-parameter model (does not depend on threads)
+        f = models[("big", "float32")]["files"]
+        lab = {"fkb-fortran": "fkb-fortran", "fkb-c": "fkb-c", "fkb-python": "fkb-python",
+               "ort": "ort", "keras": "keras"}.get(worker)
+        if lab in ("fkb-fortran", "fkb-c"):
+            jobs.append((label(lab, "load10M", "float32", 0), f"load {label(lab, 'load10M', 'float32', 0)} {f['fkb']}"))
+        elif lab == "fkb-python":
+            jobs.append((label(lab, "load10M", "float32", 0), dict(kind="load", mode="fkb", path=f["fkb"], dtype="float32", batch=0)))
+        elif lab == "ort" and models[("big", "float32")]["ort_error"] is None:
+            jobs.append((label(lab, "load10M", "float32", 0), dict(kind="load", mode="ort", path=f["onnx"], dtype="float32", batch=0)))
+        elif lab == "keras":
+            jobs.append((label(lab, "load10M", "float32", 0), dict(kind="load", mode="keras", path=f["keras"], dtype="float32", batch=0)))
+    return jobs
+
+
+def worker_command(worker: str, threads: int, jobfile: pathlib.Path, native: pathlib.Path, cfg):
+    timing = [str(cfg.budget), str(cfg.min_samples), str(cfg.max_samples), str(cfg.block_target)]
+    if worker in ("fkb-fortran", "fkb-c", "loop", "gemm"):
+        exe = {"fkb-fortran": "bench_fkb_jobs", "fkb-c": "bench_fkb_c", "loop": "bench_loop",
+               "gemm": "bench_gemm"}[worker]
+        return [str(native / exe), str(jobfile)] + timing
+    system = {"fkb-python": "fkb", "ort": "ort", "keras": "keras"}[worker]
+    return [sys.executable, str(HERE / "worker_py.py"), "--system", system, "--threads",
+            str(threads), "--jobs", str(jobfile), "--budget", timing[0], "--min-samples",
+            timing[1], "--max-samples", timing[2], "--block-target", timing[3]]
+
+
+def thread_env(threads: int) -> dict:
+    env = dict(os.environ)
+    for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+              "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        env[k] = str(threads)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return env
+
+
+def run_worker(cmd, env, timeout: float):
+    """Runs a worker; returns (stdout, stderr, returncode, seconds)."""
+    t0 = time.perf_counter()
+    with open(os.devnull, "rb") as devnull:
+        p = subprocess.Popen(cmd, env=env, stdin=devnull, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        err += f"\n(killed after {timeout:.0f} s)"
+    return out, err, p.returncode, time.perf_counter() - t0
+
+
+def run_for_rss(cmd, env, native: pathlib.Path, timeout: float):
+    """Runs a worker under rss_run; returns its peak RSS in KiB (None if it failed)."""
+    out, err, rc, _ = run_worker([str(native / "rss_run")] + cmd, env, timeout)
+    for line in err.splitlines():
+        f = line.split()
+        if rc == 0 and len(f) == 3 and f[:2] == ["rss_run", "maxrss_kib"]:
+            return int(f[2])
+    return None
+
+
+def parse(out: str):
+    res, failed = {}, {}
+    for line in out.splitlines():
+        f = line.split(None, 2)
+        if len(f) == 3 and f[0] == "result":
+            v = f[2].split()
+            res[f[1]] = float(v[0])
+        elif len(f) >= 2 and f[0] == "failed":
+            failed[f[1]] = f[2] if len(f) > 2 else ""
+    return res, failed
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+def us(v):
+    return "—" if v is None else (f"{v:.3g}" if v < 10 else f"{v:.1f}" if v < 1000 else f"{v:,.0f}")
+
+
+def ratio(v):
+    return "—" if v is None else (f"{v:.2f}×" if v < 10 else f"{v:.0f}×")
+
+
+def make_report(cfg, meta, results, failures, models, rss) -> tuple[str, dict]:
+    """results[(system, model, dtype, threads, batch)] = list of per-round seconds per call."""
+    med = {k: statistics.median(v) for k, v in results.items() if v}
+
+    def per_sample(system, model, dtype, threads, batch):
+        if system == "loop":
+            threads = cfg.threads[0]
+        if system == "gemm":  # the bound with at most `threads` threads
+            vs = [med[k] for k in ((system, model, dtype, t, batch) for t in cfg.threads
+                                    if t <= threads) if k in med]
+            v = min(vs) if vs else None
+        else:
+            v = med.get(("gemm" if system == "gemm-raw" else system, model, dtype, threads, batch))
+        return None if v is None else 1e6 * v / batch
+
+    L = []
+    L.append(f"# FKB benchmark suite — {meta['date']}")
+    L.append("")
+    L.append(f"Machine: `lscpu` model name **{meta['cpu']}**, {meta['ncpu']} logical CPUs; "
+             f"BLAS `{meta['blas']}`. Python {meta['python']}, numpy {meta['numpy']}, "
+             f"keras {meta['keras']}, tensorflow {meta['tensorflow']}, onnxruntime {meta['ort']}, "
+             f"FKB {meta['fkb']}.")
+    L.append(f"Load average (1/5/15 min) before {meta['load_before']}, after {meta['load_after']} "
+             "(well above 0 means other work shared the CPUs: figures are noisier). "
+             f"Run: {cfg.rounds} round(s), {cfg.budget:g} s budget per cell per round, "
+             f"≥ {cfg.min_samples} timed blocks per cell, blocks of ≥ {1e3 * cfg.block_target:g} ms; "
+             f"{meta['elapsed']:.0f} s in all.")
+    L.append("")
+
+    # --- targets -------------------------------------------------------------------------------
+    t1, t2 = cfg.threads[0], cfg.threads[-1]
+    big = max(cfg.batches)
+    mid = 512 if 512 in cfg.batches else None
+    sp = lambda s, b, t, d="float32": per_sample(s, "spcam", d, t, b)  # noqa: E731
+    rows = []
+    summary = {}
+
+    def target(name, value, goal, ok, note=""):
+        status = "—" if value is None else ("meets" if ok(value) else "misses")
+        rows.append(f"| {name} | {goal} | {value if isinstance(value, str) else (ratio(value) if value is not None else '—')} | {status} | {note} |")
+        summary[name] = value
+
+    f_big2, f_big1 = sp("fkb-fortran", big, t2), sp("fkb-fortran", big, t1)
+    o_big2 = sp("ort", big, t2)
+    g_big2 = sp("gemm", big, t2)
+    k_big2 = sp("keras-tf.function", big, t2)
+    l_big = sp("loop", big, t1)
+    div = lambda a, b: None if a is None or b is None or b == 0 else a / b  # noqa: E731
+    target(f"SPCAM-like, batch {big}, {t2} threads: FKB-Fortran throughput / ORT's",
+           div(o_big2, f_big2), "≥ 1.0×", lambda v: v >= 1.0,
+           f"FKB {us(f_big2)} µs/sample, ORT {us(o_big2)}")
+    target(f"SPCAM-like, batch {big}, {t2} threads: FKB-Fortran / GEMM bound",
+           div(g_big2, f_big2), "≥ 0.85×", lambda v: v >= 0.85,
+           f"GEMM chain {us(g_big2)} µs/sample")
+    target(f"SPCAM-like, batch {big}, {t2} threads: FKB-Fortran / Keras tf.function",
+           div(k_big2, f_big2), "≥ 3×", lambda v: v >= 3, f"tf.function {us(k_big2)} µs/sample")
+    target(f"SPCAM-like, batch {big}, {t2} threads: FKB-Fortran / per-sample loop",
+           div(l_big, f_big2), "≥ 15×", lambda v: v >= 15, f"loop {us(l_big)} µs/sample (1 thread)")
+    o1 = per_sample("ort", "spcam", "float32", t1, 1)
+    for s in ("fkb-fortran", "fkb-fortran-rank1", "fkb-python"):
+        v = per_sample(s, "spcam", "float32", t1, 1)
+        target(f"SPCAM-like, single sample, {t1} thread: {NAMES[s]} latency / ORT's",
+               div(v, o1), "≤ 0.5×", lambda x: x <= 0.5, f"{NAMES[s]} {us(v)} µs, ORT {us(o1)} µs")
+    for s, goal in (("fkb-fortran", 0.3), ("fkb-fortran-rank1", 0.3), ("fkb-python", 3.0)):
+        v = per_sample(s, "tiny", "float32", t1, 1)
+        rows.append(f"| tiny, single sample, {t1} thread: {NAMES[s]} µs per call | ≤ {goal} µs | "
+                    f"{us(v)} µs | {'—' if v is None else ('meets' if v <= goal else 'misses')} | |")
+        summary[f"tiny single {s} us"] = v
+    if mid:
+        for t in cfg.threads:
+            a, b = sp("fkb-fortran", mid, t), sp("fkb-fortran", big, t)
+            ga, gb = sp("gemm", mid, t), sp("gemm", big, t)
+            target(f"SPCAM-like, {t} thread(s): FKB-Fortran time/sample at {big} ÷ at {mid}",
+                   div(b, a), "0.8–1.2×", lambda v: 0.8 <= v <= 1.2,
+                   f"{us(a)} → {us(b)} µs; GEMM bound {us(ga)} → {us(gb)}")
+    if t1 != t2:
+        gs = div(sp("gemm-raw", big, t1), sp("gemm-raw", big, t2))
+        target(f"SPCAM-like, batch {big}: FKB-Fortran {t2} threads speed-up over {t1}",
+               div(f_big1, f_big2), "≥ 1.7×", lambda v: v >= 1.7,
+               f"{us(f_big1)} → {us(f_big2)} µs; GEMM bound's own speed-up {ratio(gs)}")
+    for s in ("fkb-fortran", "fkb-c", "fkb-python"):
+        v = med.get((s, "load10M", "float32", t1, 0))
+        rows.append(f"| loading the 10M-parameter `.fkb` ({NAMES[s]}) | ≤ 0.1 s | "
+                    f"{'—' if v is None else f'{v:.3f} s'} | {'—' if v is None else ('meets' if v <= 0.1 else 'misses')} | |")
+        summary[f"load10M {s} s"] = v
+    L.append("## Issue 7 targets (float32)")
+    L.append("")
+    L.append("| target | goal | measured | | detail |")
+    L.append("|---|---|---:|---|---|")
+    L += rows
+    L.append("")
+    L.append("Ratios above 1 mean FKB is faster, except the latency ratio (FKB ÷ ORT, lower is "
+             "better) and the flatness ratio. Training throughput and the no-allocation check "
+             "are not measured here (no training yet; allocation is a test's job).")
+    L.append("")
+
+    # --- main tables ---------------------------------------------------------------------------
+    cols = [s for s in SYSTEMS if s in cfg.systems_run]
+    for d in cfg.dtypes:
+        for t in cfg.threads:
+            L.append(f"## {d}, {t} thread{'s' if t > 1 else ''}: µs per sample (median) · % of the GEMM bound")
+            L.append("")
+            L.append("| model | batch | " + " | ".join(NAMES[c] for c in cols) + " |")
+            L.append("|---|---:|" + "---:|" * len(cols))
+            for m in MODELS:
+                for b in cfg.batches:
+                    g = per_sample("gemm", m, d, t, b)
+                    cells = []
+                    for c in cols:
+                        v = per_sample(c, m, d, t, b)
+                        if v is None:
+                            lab = label(c, m, d, b)
+                            cells.append("n/a" if (c == "ort" and models[(m, d)]["ort_error"]) or lab in failures else "—")
+                        elif c == "gemm" or g is None:
+                            cells.append(us(v))
+                        else:
+                            cells.append(f"{us(v)} · {100 * g / v:.0f}%")
+                    L.append(f"| {m} | {b} | " + " | ".join(cells) + " |")
+            L.append("")
+    L.append("Models: " + "; ".join(f"**{m}** = {MODELS[m][0]}, {n_params(MODELS[m]):,} parameters, "
+                                   f"{flops(MODELS[m]) / 1e6:.3g} MFLOP/sample" for m in MODELS) + ".")
+    L.append("`GEMM bound`: the fastest chain of sgemm/dgemm calls (sgemv/dgemv too for batch 1) of "
+             "the model's shapes, no bias or activation, with at most that many threads (a "
+             "2-thread system may use 1); the `%` after each figure is bound time ÷ system time.")
+    L.append(f"`loop` is timed on min(batch, {cfg.loop_cols}) columns (its cost per sample does not "
+             "depend on the batch) and only with 1 thread; the same figure stands in the 2-thread "
+             "tables. `n/a`: the system cannot run that case (reason below); `—`: not measured.")
+    notes = sorted({models[k]["ort_error"] for k in models if models[k]["ort_error"]})
+    for n in notes:
+        L.append(f"- ORT n/a: {n}")
+    for lab, msg in sorted(failures.items()):
+        L.append(f"- failed: `{lab}`: {msg[:200]}")
+    L.append("")
+
+    # --- single sample ------------------------------------------------------------------------
+    L.append(f"## Single sample (batch 1), float32, {t1} thread: µs per call")
+    L.append("")
+    sc = ["fkb-fortran", "fkb-fortran-rank1", "fkb-c", "fkb-python", "ort", "keras-tf.function",
+          "keras-call", "keras-predict", "loop", "gemm"]
+    sc = [c for c in sc if c.replace("-rank1", "") in cfg.systems_run]
+    L.append("| model | " + " | ".join(NAMES[c] for c in sc) + " |")
+    L.append("|---|" + "---:|" * len(sc))
+    for m in MODELS:
+        L.append(f"| {m} | " + " | ".join(us(per_sample(c, m, "float32", t1, 1)) for c in sc) + " |")
+    L.append("")
+
+    # --- GEMM rate ----------------------------------------------------------------------------
+    L.append("## The machine's GEMM rate (same BLAS as FKB)")
+    L.append("")
+    L.append("| dtype | threads | square " + str(cfg.square) + "³ GEMM | SPCAM-like chain, batch "
+             f"{big} | FKB-Fortran on it |")
+    L.append("|---|---:|---:|---:|---:|")
+    for d in cfg.dtypes:
+        for t in cfg.threads:
+            sq = med.get(("gemm-square", f"n{cfg.square}", d, t, cfg.square))
+            sq_rate = None if sq is None else 2 * cfg.square ** 3 / sq / 1e9
+            g = sp("gemm-raw", big, t, d)
+            fv = sp("fkb-fortran", big, t, d)
+            fl = flops(MODELS["spcam"])
+            L.append(f"| {d} | {t} | {'—' if sq_rate is None else f'{sq_rate:.0f} GFLOP/s'} | "
+                     f"{'—' if g is None else f'{fl / g / 1e3:.0f} GFLOP/s'} | "
+                     f"{'—' if fv is None else f'{fl / fv / 1e3:.0f} GFLOP/s'} |")
+    L.append("")
+
+    # --- load and memory ----------------------------------------------------------------------
+    L.append(f"## Loading the {BIG[0]} model ({n_params(BIG):,} parameters, float32), and peak memory")
+    L.append("")
+    L.append("| system | load (median) | peak RSS: SPCAM-like, batch 4096, float32, 1 thread |")
+    L.append("|---|---:|---:|")
+    for s, what in (("fkb-fortran", "`net%load`"), ("fkb-c", "`fkb_network_load` + free"),
+                    ("fkb-python", "`fkb.load`"), ("ort", "`InferenceSession` (.onnx)"),
+                    ("keras", "`keras.saving.load_model` (.keras)"), ("loop", ""), ("gemm", "")):
+        v = med.get((s, "load10M", "float32", t1, 0))
+        r = rss.get(s)
+        name = {"keras": "Keras (tf.function)"}.get(s, NAMES.get(s, s))
+        L.append(f"| {name} {what} | {'—' if v is None else f'{1e3 * v:.1f} ms'} | "
+                 f"{'—' if r is None else f'{r / 1024:.0f} MiB'} |")
+    L.append("")
+    L.append("Peak RSS is `ru_maxrss` of a process that loads that one model and times batch 4096 "
+             "(Python processes include the interpreter and the imported libraries).")
+    L.append("")
+    summary["rss_mib"] = {k: (None if v is None else v / 1024) for k, v in rss.items()}
+    return "\n".join(L), summary
+
+
+def plot(cfg, results, path_base: pathlib.Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    med = {k: statistics.median(v) for k, v in results.items() if v}
+    written = []
+    styles = {"fkb-fortran": ("C0", "o", "-"), "fkb-c": ("C9", "s", "--"),
+              "fkb-python": ("C1", "^", "-"), "ort": ("C2", "D", "-"),
+              "keras-tf.function": ("C3", "v", "-"), "keras-call": ("C4", "<", ":"),
+              "keras-predict": ("C5", ">", ":"), "loop": ("C7", "x", "-."),
+              "gemm": ("k", "", "--")}
+    for d in cfg.dtypes:
+        fig, axes = plt.subplots(len(cfg.threads), len(MODELS), figsize=(4.2 * len(MODELS), 3.6 * len(cfg.threads)),
+                                 squeeze=False)
+        for i, t in enumerate(cfg.threads):
+            for j, m in enumerate(MODELS):
+                ax = axes[i][j]
+                for s in SYSTEMS:
+                    tt = cfg.threads[0] if s == "loop" else t
+                    pts = [(b, 1e6 * med[(s, m, d, tt, b)] / b) for b in cfg.batches
+                           if (s, m, d, tt, b) in med]
+                    if pts:
+                        c, mk, ls = styles[s]
+                        ax.plot(*zip(*pts), color=c, marker=mk, linestyle=ls, label=NAMES[s], ms=4)
+                ax.set_xscale("log", base=2)
+                ax.set_yscale("log")
+                ax.set_title(f"{m}, {d}, {t} thread{'s' if t > 1 else ''}", fontsize=9)
+                ax.set_xlabel("batch size")
+                ax.set_ylabel("µs per sample")
+                ax.grid(True, which="both", alpha=0.3)
+        h, lab = axes[0][1].get_legend_handles_labels()
+        fig.legend(h, lab, loc="lower center", ncol=len(lab), fontsize=8)
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
+        p = path_base.parent / f"{path_base.name}_{d}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        written.append(str(p))
+    return written
+
+
+# ----------------------------------------------------------------------------------------------
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prefix", default="build/prefix", help="FKB install prefix (make install)")
+    ap.add_argument("--work", default="build/bench", help="scratch and output directory")
+    ap.add_argument("--quick", action="store_true",
+                    help="one round, float32 only, batches 1/512/4096, short budgets (~2 min)")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 1)")
+    ap.add_argument("--budget", type=float, help="seconds per cell per round (default 0.04)")
+    ap.add_argument("--batches", help="comma-separated batch sizes (default 1,8,64,512,4096)")
+    ap.add_argument("--dtypes", help="float32,float64 (default both)")
+    ap.add_argument("--threads", help="thread counts (default 1,2)")
+    ap.add_argument("--systems", help="comma-separated workers to run (default all: "
+                    + ",".join(WORKERS) + ")")
+    a = ap.parse_args()
+
+    cfg = argparse.Namespace()
+    cfg.rounds = a.rounds or (1 if a.quick else 3)
+    cfg.budget = a.budget if a.budget is not None else (0.02 if a.quick else 0.04)
+    cfg.min_samples = 2 if a.quick else 3
+    cfg.max_samples = 400
+    cfg.block_target = 0.002
+    cfg.batches = [int(x) for x in a.batches.split(",")] if a.batches else \
+        ([1, 512, 4096] if a.quick else [1, 8, 64, 512, 4096])
+    cfg.dtypes = a.dtypes.split(",") if a.dtypes else (["float32"] if a.quick else ["float32", "float64"])
+    cfg.threads = [int(x) for x in a.threads.split(",")] if a.threads else [1, 2]
+    cfg.loop_cols = 16 if a.quick else 64
+    cfg.square = 1024
+    workers = a.systems.split(",") if a.systems else list(WORKERS)
+    cfg.systems_run = [s for w in workers for s in WORKERS[w]]
+
+    prefix = pathlib.Path(a.prefix).resolve()
+    work = pathlib.Path(a.work).resolve()
+    if " " in str(work):
+        sys.exit(f"the work directory must not contain blanks: {work}")
+    if not (prefix / "lib").is_dir() and not (prefix / "lib64").is_dir():
+        sys.exit(f"no FKB installation under {prefix}: run `make install` first")
+    work.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    load_before = os.getloadavg()
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    log("building the native programs ...")
+    native = build_native(prefix, work)
+    blas = (native / "blas_libraries.txt").read_text().strip() if (native / "blas_libraries.txt").exists() else "?"
+    log("preparing the models (Keras -> .keras, .fkb, .onnx, loop weights) ...")
+    models = prepare_models(work, cfg.dtypes, log)
+
+    jobdir = work / "jobs"
+    jobdir.mkdir(exist_ok=True)
+    results: dict = {}
+    failures: dict = {}
+    for r in range(cfg.rounds):
+        order = workers[r % len(workers):] + workers[:r % len(workers)]
+        thr = cfg.threads if r % 2 == 0 else cfg.threads[::-1]
+        for t in thr:
+            for w in order:
+                if w == "loop" and t != cfg.threads[0]:
+                    continue
+                jobs = worker_jobs(w, t, cfg, models)
+                if not jobs:
+                    continue
+                jf = jobdir / f"{w}_t{t}.{'json' if isinstance(jobs[0][1], dict) else 'txt'}"
+                if isinstance(jobs[0][1], dict):
+                    jf.write_text(json.dumps([dict(j, label=lab) for lab, j in jobs]))
+                else:
+                    jf.write_text("\n".join(j for _, j in jobs) + "\n")
+                log(f"round {r + 1}/{cfg.rounds}, {t} thread(s): {w} ({len(jobs)} cells) ...")
+                out, err, rc, secs = run_worker(worker_command(w, t, jf, native, cfg),
+                                                   thread_env(t), timeout=1800)
+                res, failed = parse(out)
+                for lab, v in res.items():
+                    s, m, d, b = lab.split("|")
+                    results.setdefault((s, m, d, t, int(b)), []).append(v)
+                for lab, msg in failed.items():
+                    failures[lab] = msg
+                missing = [lab for lab, _ in jobs if lab not in res and lab not in failed]
+                if rc != 0 or missing:
+                    tail = " ".join((err.strip() or out.strip()).split())[-300:]
+                    log(f"  {w} exited with {rc}; {len(missing)} cell(s) missing: {tail}")
+                    for lab in missing:
+                        failures[lab] = f"worker exited with {rc}: {tail}"
+                log(f"  {secs:.1f} s")
+
+    # Peak memory: one process per system, SPCAM-like float32 batch 4096, 1 thread.
+    log("peak memory ...")
+    rss: dict = {}
+    t = cfg.threads[0]
+    mcfg = argparse.Namespace(**vars(cfg))
+    mcfg.batches = [max(cfg.batches)]
+    mcfg.dtypes = ["float32"]
+    mcfg.rounds = 1
+    mcfg.min_samples = 1
+    mcfg.budget = 0.0
+    for w in workers:
+        jobs = [(lab, j) for lab, j in worker_jobs(w, -1, mcfg, models)
+                if lab.split("|")[1] == "spcam" and lab.split("|")[0] in ("fkb-fortran", "fkb-c", "fkb-python", "ort", "keras-tf.function", "loop", "gemm")]
+        if not jobs:
+            continue
+        jf = jobdir / f"rss_{w}.{'json' if isinstance(jobs[0][1], dict) else 'txt'}"
+        if isinstance(jobs[0][1], dict):
+            jf.write_text(json.dumps([dict(j, label=lab) for lab, j in jobs]))
+        else:
+            jf.write_text("\n".join(j for _, j in jobs) + "\n")
+        rss[w] = run_for_rss(worker_command(w, t, jf, native, mcfg), thread_env(t), native, 900)
+
+    meta = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(), "ncpu": os.cpu_count(), "blas": blas,
+        "python": platform.python_version(), "numpy": np.__version__,
+        "load_before": fmt_load(load_before), "load_after": fmt_load(os.getloadavg()),
+        "elapsed": time.perf_counter() - t_start,
+    }
+    for mod, key in (("keras", "keras"), ("tensorflow", "tensorflow"), ("onnxruntime", "ort"), ("fkb", "fkb")):
+        try:
+            meta[key] = getattr(__import__(mod), "__version__", "?")
+        except ImportError:
+            meta[key] = "not installed"
+    report, summary = make_report(cfg, meta, results, failures, models, rss)
+    pngs = plot(cfg, results, work / "bench")
+    report += "\nPlots: " + ", ".join(f"`{p}`" for p in pngs) + "\n"
+    (work / "results.md").write_text(report)
+    (work / "results.json").write_text(json.dumps({
+        "meta": meta, "config": {k: v for k, v in vars(cfg).items()},
+        "results": [{"system": k[0], "model": k[1], "dtype": k[2], "threads": k[3], "batch": k[4],
+                     "seconds_per_call_per_round": v} for k, v in sorted(results.items())],
+        "failures": failures, "summary": summary,
+        "checks": {f"{m}/{d}": models[(m, d)]["check"] for (m, d) in models}}, indent=1))
+    print(report)
+    print(f"(written: {work / 'results.md'}, {work / 'results.json'}, {', '.join(pngs)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
