@@ -19,6 +19,7 @@ test: build python
 
 demo: install python
 	$(PY) examples/demo/run_demo.py --prefix $(PREFIX) --work build/demo
+	$(PY) examples/l96/run_case_study.py --prefix $(PREFIX) --work build/l96 $(L96_ARGS)
 
 bench: install python
 	$(PY) benchmarks/bench_inference.py --prefix $(PREFIX) --work build/bench
