@@ -27,9 +27,29 @@ from ._errors import (
 )
 from ._format import LayerSpec, ModelSpec, read_fkb, write_fkb
 from ._network import Network, load
+from ._ensemble import Ensemble
+
+
+def set_deterministic(on: bool = True) -> None:
+    """Deterministic mode for this process: every prediction has the same bits for any batch
+    size, split of a batch into calls, or thread count (fixed-order products; some speed is
+    lost). The environment variable FKB_DETERMINISTIC=1 switches it on at the first load."""
+    from ._network import _core_module
+
+    _core_module().set_deterministic(bool(on))
+
+
+def is_deterministic() -> bool:
+    """True while deterministic mode is on."""
+    from ._network import _core_module
+
+    return bool(_core_module().is_deterministic())
 
 __all__ = [
     "__version__",
+    "Ensemble",
+    "set_deterministic",
+    "is_deterministic",
     "load",
     "Network",
     "from_keras",

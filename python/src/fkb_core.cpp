@@ -7,6 +7,7 @@
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <mutex>
@@ -218,6 +219,121 @@ private:
     mutable std::shared_mutex mutex_;
 };
 
+// An fkb_ensemble*: float64 host arrays only (statistics are double precision anyway).
+class Ensemble {
+public:
+    static Ensemble from_paths(const std::vector<std::string> &paths, py::object weights) {
+        std::vector<const char *> c_paths;
+        for (const auto &p : paths) c_paths.push_back(p.c_str());
+        std::vector<double> w;
+        if (!weights.is_none()) w = weights.cast<std::vector<double>>();
+        if (!weights.is_none() && w.size() != paths.size()) {
+            raise_error(FKB_ERR_ARGUMENT, std::to_string(w.size()) + " weights for " +
+                                              std::to_string(paths.size()) + " members");
+        }
+        Ensemble e;
+        fkb_status status;
+        {
+            py::gil_scoped_release release;
+            status = fkb_ensemble_load(c_paths.data(), static_cast<int64_t>(c_paths.size()),
+                                       w.empty() ? nullptr : w.data(), &e.ens_);
+        }
+        if (status != FKB_OK) raise_status(status);
+        return e;
+    }
+    static Ensemble from_directory(const std::string &dir) {
+        Ensemble e;
+        fkb_status status = fkb_ensemble_load_directory(dir.c_str(), &e.ens_);
+        if (status != FKB_OK) raise_status(status);
+        return e;
+    }
+    static Ensemble from_manifest(const std::string &path) {
+        Ensemble e;
+        fkb_status status = fkb_ensemble_load_manifest(path.c_str(), &e.ens_);
+        if (status != FKB_OK) raise_status(status);
+        return e;
+    }
+    Ensemble() = default;
+    Ensemble(Ensemble &&o) noexcept : ens_(o.ens_) { o.ens_ = nullptr; }
+    Ensemble(const Ensemble &) = delete;
+    ~Ensemble() { fkb_ensemble_free(&ens_); }
+
+    int64_t n_members() const { return fkb_ensemble_n_members(ens_); }
+    int64_t n_inputs() const { return fkb_ensemble_n_inputs(ens_); }
+    int64_t n_outputs() const { return fkb_ensemble_n_outputs(ens_); }
+
+    void set_noise(const std::vector<double> &std, int64_t copies, uint64_t seed) {
+        std::unique_lock<std::shared_mutex> lock(mutex_);
+        fkb_status status = fkb_ensemble_set_noise(ens_, std.data(),
+                                                   static_cast<int64_t>(std.size()), copies, seed);
+        if (status != FKB_OK) raise_status(status);
+    }
+
+    // Returns (mean, std, minimum, maximum); the last three are None unless asked for.
+    py::tuple predict(const py::array_t<double, py::array::c_style | py::array::forcecast> &x,
+                      bool with_std, bool with_range) const {
+        const int64_t batch = check_input(x);
+        auto shape = std::vector<py::ssize_t>{static_cast<py::ssize_t>(batch),
+                                              static_cast<py::ssize_t>(n_outputs())};
+        py::array_t<double> mean(shape);
+        py::object std_o = py::none(), lo_o = py::none(), hi_o = py::none();
+        double *sp = nullptr, *lp = nullptr, *hp = nullptr;
+        if (with_std) {
+            py::array_t<double> a(shape);
+            sp = a.mutable_data();
+            std_o = a;
+        }
+        if (with_range) {
+            py::array_t<double> a(shape), b(shape);
+            lp = a.mutable_data();
+            hp = b.mutable_data();
+            lo_o = a;
+            hi_o = b;
+        }
+        const double *xp = x.data();
+        double *mp = mean.mutable_data();
+        fkb_status status;
+        {
+            py::gil_scoped_release release;
+            std::shared_lock<std::shared_mutex> lock(mutex_);
+            status = fkb_ensemble_predict(ens_, xp, batch, mp, sp, lp, hp);
+        }
+        if (status != FKB_OK) raise_status(status);
+        return py::make_tuple(mean, std_o, lo_o, hi_o);
+    }
+
+    py::array predict_members(
+        const py::array_t<double, py::array::c_style | py::array::forcecast> &x) const {
+        const int64_t batch = check_input(x);
+        py::array_t<double> out({static_cast<py::ssize_t>(n_members()),
+                                 static_cast<py::ssize_t>(batch),
+                                 static_cast<py::ssize_t>(n_outputs())});
+        const double *xp = x.data();
+        double *op = out.mutable_data();
+        fkb_status status;
+        {
+            py::gil_scoped_release release;
+            std::shared_lock<std::shared_mutex> lock(mutex_);
+            status = fkb_ensemble_predict_members(ens_, xp, batch, op);
+        }
+        if (status != FKB_OK) raise_status(status);
+        return std::move(out);
+    }
+
+private:
+    int64_t check_input(const py::array_t<double, py::array::c_style | py::array::forcecast> &x) const {
+        if (x.ndim() != 2 || x.shape(1) != n_inputs()) {
+            raise_error(FKB_ERR_SHAPE, "ensemble input must be (batch, " +
+                                           std::to_string(n_inputs()) + ")");
+        }
+        if (x.shape(0) < 1) raise_error(FKB_ERR_ARGUMENT, "batch size must be at least 1");
+        return x.shape(0);
+    }
+
+    fkb_ensemble *ens_ = nullptr;
+    mutable std::shared_mutex mutex_;
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -228,6 +344,24 @@ PYBIND11_MODULE(_core, m) {
           [](int status) { return std::string(fkb_status_string(static_cast<fkb_status>(status))); },
           py::arg("status"), "Short name of an fkb_status code.");
     m.attr("HEADER_VERSION") = FKB_VERSION_STRING;
+
+    m.def("set_deterministic", [](bool on) { fkb_set_deterministic(on ? 1 : 0); }, py::arg("on"),
+          "Deterministic mode for the process (see fkb.set_deterministic).");
+    m.def("is_deterministic", [] { return fkb_is_deterministic() != 0; });
+
+    py::class_<Ensemble>(m, "Ensemble")
+        .def_static("from_paths", &Ensemble::from_paths, py::arg("paths"),
+                    py::arg("weights") = py::none())
+        .def_static("from_directory", &Ensemble::from_directory, py::arg("dir"))
+        .def_static("from_manifest", &Ensemble::from_manifest, py::arg("path"))
+        .def_property_readonly("n_members", &Ensemble::n_members)
+        .def_property_readonly("n_inputs", &Ensemble::n_inputs)
+        .def_property_readonly("n_outputs", &Ensemble::n_outputs)
+        .def("set_noise", &Ensemble::set_noise, py::arg("std"), py::arg("copies"),
+             py::arg("seed"))
+        .def("predict", &Ensemble::predict, py::arg("x"), py::arg("with_std") = false,
+             py::arg("with_range") = false)
+        .def("predict_members", &Ensemble::predict_members, py::arg("x"));
 
     py::class_<Network>(m, "Network")
         .def(py::init<const std::string &>(), py::arg("path"),

@@ -343,7 +343,7 @@ contains
     if (c_ensemble_load /= FKB_OK) return
     if (.not. c_associated(paths) .or. n_paths < 1) then
       deallocate(ens)
-      c_ensemble_load = fail(FKB_ERR_ARGUMENT, 'fkb_ensemble_load: no member paths')
+      c_ensemble_load = fail(FKB_ERR_ARGUMENT, 'fkb_ensemble_load: an ensemble needs at least one member')
       return
     end if
     call c_f_pointer(paths, each, [n_paths])

@@ -162,8 +162,8 @@ contains
     logical, intent(in) :: logarithm
     integer(int64), intent(in) :: m, n
     real(wp), intent(inout) :: y(m, n)
-    integer(int64) :: j
-    real(wp) :: s
+    integer(int64) :: i, j
+    real(wp) :: s, mx
     include 'kernels/softmax.inc'
   end subroutine softmax_r32
 
@@ -221,8 +221,8 @@ contains
     logical, intent(in) :: logarithm
     integer(int64), intent(in) :: m, n
     real(wp), intent(inout) :: y(m, n)
-    integer(int64) :: j
-    real(wp) :: s
+    integer(int64) :: i, j
+    real(wp) :: s, mx
     include 'kernels/softmax.inc'
   end subroutine softmax_r64
 

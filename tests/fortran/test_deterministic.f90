@@ -7,8 +7,10 @@ program test_deterministic
   use omp_lib, only: omp_set_num_threads
   implicit none
   character(len=1024) :: dir
-  character(len=*), parameter :: NAMES(3) = [character(len=40) :: 'spcam_like_float32', &
-                                 'spcam_like_float64', 'layer_normalization_float32']
+  character(len=*), parameter :: NAMES(6) = [character(len=40) :: 'spcam_like_float32', &
+                                 'spcam_like_float64', 'layer_normalization_float32', &
+                                 'dense_tanh_float64', 'dense_sigmoid_float32', &
+                                 'softmax_layer_float64']
   integer :: c
 
   call get_command_argument(1, dir)
