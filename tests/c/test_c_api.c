@@ -139,6 +139,42 @@ static void bad_input(const char *dir, const char *name)
     fkb_network_free(&net);
     fkb_network_free(&net); /* twice: *net is NULL now */
     fkb_network_free(NULL);
+    /* Ensembles: NULLs, empty lists, failed loads leave *out NULL, free(NULL). */
+    fkb_ensemble *ens = (fkb_ensemble *)&n_pass;
+    const char *paths[2] = {path, "/no/such/member.fkb"};
+    check(fkb_ensemble_load(paths, 2, NULL, &ens) == FKB_ERR_IO && ens == NULL,
+          "ensemble with a missing member", "errors");
+    check(strstr(fkb_last_error(), "/no/such/member.fkb") != NULL, "message names the member",
+          "errors");
+    check(fkb_ensemble_load(paths, 0, NULL, &ens) == FKB_ERR_ARGUMENT, "no members", "errors");
+    check(fkb_ensemble_load(NULL, 1, NULL, &ens) == FKB_ERR_ARGUMENT, "NULL paths", "errors");
+    check(fkb_ensemble_load(paths, 1, NULL, NULL) == FKB_ERR_ARGUMENT, "NULL out", "errors");
+    double neg[2] = {-1, 1};
+    paths[1] = path;
+    check(fkb_ensemble_load(paths, 2, neg, &ens) == FKB_ERR_ARGUMENT, "negative weight", "errors");
+    check(fkb_ensemble_load(paths, 2, NULL, &ens) == FKB_OK && fkb_ensemble_n_members(ens) == 2,
+          "two members", "errors");
+    double xd[64] = {0}, mean[64], sd[64], std_bad = -1, std_ok = 0.1;
+    check(fkb_ensemble_set_noise(ens, &std_bad, 1, 1, 0) == FKB_ERR_ARGUMENT, "noise < 0",
+          "errors");
+    check(fkb_ensemble_set_noise(ens, &std_ok, 1, 0, 0) == FKB_ERR_ARGUMENT, "copies 0", "errors");
+    check(fkb_ensemble_predict(ens, xd, 0, mean, NULL, NULL, NULL) == FKB_ERR_ARGUMENT, "batch 0",
+          "errors");
+    check(fkb_ensemble_predict(ens, NULL, 1, mean, NULL, NULL, NULL) == FKB_ERR_ARGUMENT,
+          "NULL x", "errors");
+    check(fkb_ensemble_predict(ens, xd, 1, mean, sd, NULL, NULL) == FKB_OK, "mean and std",
+          "errors");
+    int same = 1;
+    for (int64_t j = 0; j < n_out; j++) same = same && sd[j] == 0;
+    check(same, "identical members have zero spread", "errors");
+    check(fkb_ensemble_n_members(NULL) == -1, "NULL ensemble size", "errors");
+    fkb_ensemble_free(&ens);
+    check(ens == NULL, "ensemble free sets NULL", "errors");
+    fkb_ensemble_free(NULL);
+    check(fkb_ensemble_load_directory("/no/such/folder", &ens) == FKB_ERR_IO && ens == NULL,
+          "missing folder", "errors");
+    check(fkb_ensemble_load_manifest("/no/such/manifest.txt", &ens) == FKB_ERR_IO,
+          "missing manifest", "errors");
     check(strcmp(fkb_version(), FKB_VERSION_STRING) == 0, "runtime version = header", "errors");
     check(strcmp(fkb_status_string(FKB_ERR_FORMAT), "malformed model file") == 0 &&
               strcmp(fkb_status_string((fkb_status)-99), "unknown status") == 0,
