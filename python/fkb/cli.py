@@ -24,9 +24,63 @@ def _convert(args: argparse.Namespace) -> int:
                       progress=False if args.quiet else None)
     else:
         out = convert(srcs[0], dst, format=args.format)
+    outs = out if isinstance(out, list) else [out]
     if not args.quiet:
-        outs = out if isinstance(out, list) else [out]
         print(f"wrote {len(outs)} file(s): " + (outs[0] if len(outs) == 1 else os.fspath(dst)))
+    if args.ensemble:
+        path = write_manifest(args.ensemble, [os.fspath(o) for o in outs], args.weights)
+        if not args.quiet:
+            print(f"wrote ensemble manifest {path} ({len(outs)} members)")
+    return 0
+
+
+MANIFEST_HEADER = "# fkb ensemble manifest: PATH [WEIGHT] per line, paths relative to this file"
+
+
+def write_manifest(path: str, members: list[str], weights: list[float] | None = None) -> str:
+    """Writes an ensemble manifest (read by fkb.Ensemble and the engine's load_manifest)."""
+    if weights is not None and len(weights) != len(members):
+        raise ValueError(f"{len(weights)} weights for {len(members)} members")
+    base = os.path.dirname(os.path.abspath(path))
+    lines = [MANIFEST_HEADER]
+    for k, member in enumerate(members):
+        rel = os.path.relpath(os.path.abspath(member), base)
+        if any(c.isspace() for c in rel) or "#" in rel:
+            raise ValueError(f"member path {rel!r} has a space or '#', which a manifest cannot hold")
+        lines.append(rel if weights is None else f"{rel} {weights[k]!r}")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def _is_manifest(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.readline().decode("utf-8", "replace").startswith(MANIFEST_HEADER[:24])
+    except OSError:
+        return False
+
+
+def _info_manifest(path: str) -> int:
+    from ._ensemble import Ensemble
+    from ._network import load
+
+    ens = Ensemble(path)  # checks that every member loads and that the widths agree
+    base = os.path.dirname(os.path.abspath(path))
+    print(f"Ensemble manifest {path}: {ens.n_members} members, "
+          f"{ens.n_inputs} inputs -> {ens.n_outputs} outputs")
+    print(f"{'member':40s} {'weight':>8s} {'dtype':>8s} {'layers':>6s} {'params':>10s}")
+    with open(path) as f:
+        for line in f:
+            fields = line.split("#", 1)[0].split()
+            if not fields:
+                continue
+            member = fields[0] if os.path.isabs(fields[0]) else os.path.join(base, fields[0])
+            net = load(member)
+            params = sum(int(w.size) for w in net.get_weights())
+            weight = fields[1] if len(fields) > 1 else "1"
+            print(f"{fields[0]:40s} {weight:>8s} {str(net.dtype):>8s} {len(net.layers):>6d} "
+                  f"{params:>10,d}")
     return 0
 
 
@@ -49,6 +103,8 @@ def _info(args: argparse.Namespace) -> int:
     from ._convert import spec_from_any
     from ._network import format_summary
 
+    if _is_manifest(args.model):
+        return _info_manifest(args.model)
     spec = spec_from_any(args.model)
     print(format_summary(spec))
     print(f"Precision: {spec.dtype}")
@@ -88,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=("fkb", "legacy"), default="fkb",
                    help="fkb (default) or the legacy FKB text format")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    c.add_argument("--ensemble", metavar="MANIFEST",
+                   help="also write an ensemble manifest listing the converted models")
+    c.add_argument("--weights", type=float, nargs="+", metavar="W",
+                   help="member weights for --ensemble (default equal)")
     c.set_defaults(func=_convert)
 
     e = sub.add_parser("export", help="FKB model (.fkb or legacy text) -> Keras .keras file")
@@ -96,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_export)
 
     i = sub.add_parser("info", help="architecture, parameters, precision and metadata")
-    i.add_argument("model", help=".fkb, legacy FKB text, .keras or .h5 file")
+    i.add_argument("model", help=".fkb, legacy FKB text, .keras or .h5 file, or an ensemble "
+                   "manifest")
     i.add_argument("--full", action="store_true", help="do not shorten long metadata")
     i.set_defaults(func=_info)
 

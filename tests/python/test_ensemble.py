@@ -143,3 +143,31 @@ def test_members_of_different_widths(members, cases, tmp_path):
     ens = fkb.Ensemble(paths)
     with pytest.raises(fkb.ShapeError):
         ens.predict(np.zeros((3, 8)))
+
+
+def test_cli_convert_to_manifest_and_info(members, cases, tmp_path):
+    """`fkb convert A B C -o DIR --ensemble M` writes the members and a manifest that
+    fkb.Ensemble and `fkb info` read; the manifest's weights are used."""
+    by_name = {name: model for name, _, model in cases}
+    srcs = []
+    for name in MEMBERS[:3]:
+        path = tmp_path / f"{name}.keras"
+        by_name[name].save(path)
+        srcs.append(str(path))
+    out, manifest = tmp_path / "out", tmp_path / "ens.txt"
+    run = [sys.executable, "-m", "fkb"]
+    subprocess.run(run + ["convert", *srcs, "-o", str(out) + "/", "--ensemble", str(manifest),
+                          "--weights", "1", "2", "1", "-q"], check=True)
+    ens = fkb.Ensemble(str(manifest))
+    assert ens.n_members == 3
+    x = np.random.default_rng(8).normal(size=(6, 7))
+    by_list = fkb.Ensemble([str(out / f"{n}.fkb") for n in MEMBERS[:3]], weights=[1, 2, 1])
+    np.testing.assert_array_equal(ens.predict(x), by_list.predict(x))
+    info = subprocess.run(run + ["info", str(manifest)], check=True, capture_output=True,
+                          text=True).stdout
+    assert "3 members, 7 inputs -> 5 outputs" in info
+    assert "dense_tanh_float64.fkb" in info and "float64" in info
+    bad = subprocess.run(run + ["convert", *srcs, "-o", str(out) + "/", "--ensemble",
+                                str(manifest), "--weights", "1", "-q"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "1 weights for 3 members" in bad.stderr
