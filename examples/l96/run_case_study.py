@@ -36,7 +36,7 @@ ONLINE_ERROR = "rmse_lead_1"   # the headline online error: forecast RMSE at 1 m
 # Lengths in model time units (MTU); 1 MTU ~ 5 e-folding times of the error.
 SETTINGS = {
     "default": dict(spinup=10, train=100, valid=20, test=300, train_rows=40000, epochs=10,
-                    n_ic=16, t_run=60),
+                    n_ic=64, t_run=15),
     "quick": dict(spinup=2, train=10, valid=4, test=30, train_rows=4000, epochs=2,
                   n_ic=4, t_run=6),
 }
