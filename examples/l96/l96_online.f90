@@ -41,7 +41,7 @@ program l96_online
   real(dp) :: t_run, dt, mu, sigma, cap, nan
   real(dp), allocatable :: truth(:, :), traj(:, :, :), err2(:, :), inputs(:, :), outputs(:, :)
   real(dp), allocatable :: x(:), uk(:), t_blow(:), t_div(:), rmse(:), acf_m(:), acf_t(:)
-  real(dp), allocatable :: edges(:), p_m(:), p_t(:), e(:)
+  real(dp), allocatable :: edges(:), p_m(:), p_t(:)
   integer, allocatable :: idx(:)
   logical, allocatable :: blown(:)
 
@@ -86,7 +86,10 @@ program l96_online
   nfc = min(nsteps, nint(horizon_max / dt), ntest - 1)
   stride = (ntest - 1 - nfc) / n_ic
   if (stride < 1) call fail('the test segment is too short for so many initial conditions')
-  idx = [(1 + (m - 1) * stride, m = 1, n_ic)]
+  allocate(idx(n_ic))
+  do m = 1, n_ic
+    idx(m) = 1 + (m - 1) * stride
+  end do
 
   allocate(traj(cfg%nk, 0:nsteps, n_ic), err2(0:nfc, n_ic), blown(n_ic), t_blow(n_ic))
   allocate(x(cfg%nk), uk(cfg%nk), inputs(width, cfg%nk), outputs(1, cfg%nk))
