@@ -89,6 +89,25 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def fkb_libraries(prefix: pathlib.Path) -> str:
+    """Which FKB builds were measured: the prefix's library (Fortran, C) and the Python
+    package's extension, with their modification times (others may rebuild them)."""
+    out = []
+    libs = sorted(prefix.glob("lib*/libfkb.so*")) + sorted(prefix.glob("lib*/libfkb.a"))
+    real = [p for p in libs if not p.is_symlink()]
+    for p in real[:1]:
+        t = dt.datetime.fromtimestamp(p.stat().st_mtime, dt.timezone.utc)
+        out.append(f"`{p}` built {t:%Y-%m-%d %H:%M} UTC")
+    try:
+        import fkb._core as core
+
+        t = dt.datetime.fromtimestamp(os.stat(core.__file__).st_mtime, dt.timezone.utc)
+        out.append(f"Python `{core.__file__}` built {t:%Y-%m-%d %H:%M} UTC")
+    except (ImportError, OSError):
+        pass
+    return "; ".join(out)
+
+
 def fmt_load(v) -> str:
     return "/".join(f"{x:.2f}" for x in v)
 
@@ -114,6 +133,20 @@ def build_keras(spec, dtype: str):
 
     _, n_in, hidden, n_out, act, alpha = spec
     keras.utils.set_random_seed(SEED)
+    # The global policy too: with only the layers' dtype set, the input layer stays float32 and
+    # Keras rounds a float64 model's inputs to float32.
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype)
+    try:
+        return _build_keras(spec, dtype)
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+
+def _build_keras(spec, dtype: str):
+    import keras
+
+    _, n_in, hidden, n_out, act, alpha = spec
     inp = keras.Input((n_in,), dtype=dtype)
     h = inp
     for w in hidden:
@@ -172,7 +205,8 @@ def prepare_models(work: pathlib.Path, dtypes, log) -> dict:
             info["ort_error"] = f"ONNX export failed: {type(e).__name__}: {e}"
         # agreement on one batch (a sanity check of what is timed, not a test)
         x = np.random.default_rng(SEED).uniform(-1, 1, (64, spec[1])).astype(dtype)
-        ref = np.asarray(model.predict(x, verbose=0), np.float64)
+        # (a direct call: model.predict would round float64 inputs to float32 first)
+        ref = np.asarray(model(x, training=False), np.float64)
         info["check"]["fkb"] = float(np.max(np.abs(fkb.load(files["fkb"]).predict(x) - ref)))
         if info["ort_error"] is None:
             try:
@@ -362,7 +396,7 @@ def make_report(cfg, meta, results, failures, models, rss) -> tuple[str, dict]:
     L.append(f"Machine: `lscpu` model name **{meta['cpu']}**, {meta['ncpu']} logical CPUs; "
              f"BLAS `{meta['blas']}`. Python {meta['python']}, numpy {meta['numpy']}, "
              f"keras {meta['keras']}, tensorflow {meta['tensorflow']}, onnxruntime {meta['ort']}, "
-             f"FKB {meta['fkb']}.")
+             f"FKB {meta['fkb']}: {meta['fkb_libs']}.")
     L.append(f"Load average (1/5/15 min) before {meta['load_before']}, after {meta['load_after']} "
              "(well above 0 means other work shared the CPUs: figures are noisier). "
              f"Run: {cfg.rounds} round(s), {cfg.budget:g} s budget per cell per round, "
@@ -684,6 +718,7 @@ def main() -> int:
         "load_before": fmt_load(load_before), "load_after": fmt_load(os.getloadavg()),
         "elapsed": time.perf_counter() - t_start,
     }
+    meta["fkb_libs"] = fkb_libraries(prefix)
     for mod, key in (("keras", "keras"), ("tensorflow", "tensorflow"), ("onnxruntime", "ort"), ("fkb", "fkb")):
         try:
             meta[key] = getattr(__import__(mod), "__version__", "?")
