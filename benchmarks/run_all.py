@@ -398,7 +398,8 @@ def make_report(cfg, meta, results, failures, models, rss) -> tuple[str, dict]:
              f"keras {meta['keras']}, tensorflow {meta['tensorflow']}, onnxruntime {meta['ort']}, "
              f"FKB {meta['fkb']}: {meta['fkb_libs']}.")
     L.append(f"Load average (1/5/15 min) before {meta['load_before']}, after {meta['load_after']} "
-             "(well above 0 means other work shared the CPUs: figures are noisier). "
+             f"(well above 0 means other work shared the CPUs: figures are noisier); at the start "
+             f"of each round {', '.join(meta['round_loads'])}. "
              f"Run: {cfg.rounds} round(s), {cfg.budget:g} s budget per cell per round, "
              f"≥ {cfg.min_samples} timed blocks per cell, blocks of ≥ {1e3 * cfg.block_target:g} ms; "
              f"{meta['elapsed']:.0f} s in all.")
@@ -580,9 +581,16 @@ def plot(cfg, results, path_base: pathlib.Path) -> list[str]:
             for j, m in enumerate(MODELS):
                 ax = axes[i][j]
                 for s in SYSTEMS:
-                    tt = cfg.threads[0] if s == "loop" else t
-                    pts = [(b, 1e6 * med[(s, m, d, tt, b)] / b) for b in cfg.batches
-                           if (s, m, d, tt, b) in med]
+                    pts = []
+                    for b in cfg.batches:
+                        if s == "gemm":  # the bound with at most t threads, as in the tables
+                            vs = [med[k] for k in ((s, m, d, u, b) for u in cfg.threads if u <= t)
+                                  if k in med]
+                        else:
+                            k = (s, m, d, cfg.threads[0] if s == "loop" else t, b)
+                            vs = [med[k]] if k in med else []
+                        if vs:
+                            pts.append((b, 1e6 * min(vs) / b))
                     if pts:
                         c, mk, ls = styles[s]
                         ax.plot(*zip(*pts), color=c, marker=mk, linestyle=ls, label=NAMES[s], ms=4)
@@ -657,7 +665,9 @@ def main() -> int:
     jobdir.mkdir(exist_ok=True)
     results: dict = {}
     failures: dict = {}
+    round_loads = []
     for r in range(cfg.rounds):
+        round_loads.append(fmt_load(os.getloadavg()))
         order = workers[r % len(workers):] + workers[:r % len(workers)]
         thr = cfg.threads if r % 2 == 0 else cfg.threads[::-1]
         for t in thr:
@@ -716,7 +726,7 @@ def main() -> int:
         "cpu": cpu_model(), "ncpu": os.cpu_count(), "blas": blas,
         "python": platform.python_version(), "numpy": np.__version__,
         "load_before": fmt_load(load_before), "load_after": fmt_load(os.getloadavg()),
-        "elapsed": time.perf_counter() - t_start,
+        "elapsed": time.perf_counter() - t_start, "round_loads": round_loads,
     }
     meta["fkb_libs"] = fkb_libraries(prefix)
     for mod, key in (("keras", "keras"), ("tensorflow", "tensorflow"), ("onnxruntime", "ort"), ("fkb", "fkb")):
