@@ -166,6 +166,11 @@ FKB_API int64_t fkb_ensemble_n_outputs(const fkb_ensemble *ens);  /**< -1 if ens
 FKB_API fkb_status fkb_ensemble_set_noise(fkb_ensemble *ens, const double *std, int64_t n_std,
                                           int64_t copies, uint64_t seed);
 
+/** Monte-Carlo dropout: each member's Dropout layers active at inference, `copies` passes
+ *  per member with masks drawn from `seed` (shared with set_noise). on = 0 switches it off. */
+FKB_API fkb_status fkb_ensemble_set_mc_dropout(fkb_ensemble *ens, int on, int64_t copies,
+                                               uint64_t seed);
+
 /** mean (batch*n_outputs) of a batch x (batch*n_inputs); std, minimum and maximum (same size
  *  as mean) are computed when not NULL. */
 FKB_API fkb_status fkb_ensemble_predict(const fkb_ensemble *ens, const double *x, int64_t batch,

@@ -21,14 +21,17 @@ class Ensemble:
     ``weights`` (>= 0, positive sum; default equal) weight the members. With ``noise_std`` > 0
     each member sees ``copies`` noisy copies of the inputs (Gaussian, a scalar or one standard
     deviation per feature) drawn from a counter-based generator: the same ``seed`` gives the
-    same bits whatever the number of threads.
+    same bits whatever the number of threads. With ``mc_dropout=True`` each member's Dropout
+    layers stay active (Monte-Carlo dropout): ``copies`` passes per member with masks drawn
+    from ``seed``.
 
     Over the P = members x copies predictions y_p with weights w_p = w_member / copies:
     mean = sum w_p y_p and std = sqrt(sum w_p (y_p - mean)^2).
     """
 
     def __init__(self, members: Members, weights: Sequence[float] | None = None,
-                 noise_std: float | Sequence[float] = 0.0, copies: int = 1, seed: int = 0):
+                 noise_std: float | Sequence[float] = 0.0, copies: int = 1, seed: int = 0,
+                 mc_dropout: bool = False):
         core = _core_module()
         if isinstance(members, (str, os.PathLike)):
             path = os.fspath(members)
@@ -51,6 +54,8 @@ class Ensemble:
         if int(seed) < 0 or int(seed) >= 2**64:
             raise FKBArgumentError("seed must be in [0, 2**64)")
         self._ens.set_noise(std.tolist(), int(copies), int(seed))
+        if mc_dropout:
+            self._ens.set_mc_dropout(True, int(copies), int(seed))
 
     @property
     def n_members(self) -> int:

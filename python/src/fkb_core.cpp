@@ -269,6 +269,12 @@ public:
         if (status != FKB_OK) raise_status(status);
     }
 
+    void set_mc_dropout(bool on, int64_t copies, uint64_t seed) {
+        std::unique_lock<std::shared_mutex> lock(mutex_);
+        fkb_status status = fkb_ensemble_set_mc_dropout(ens_, on ? 1 : 0, copies, seed);
+        if (status != FKB_OK) raise_status(status);
+    }
+
     // Returns (mean, std, minimum, maximum); the last three are None unless asked for.
     py::tuple predict(const py::array_t<double, py::array::c_style | py::array::forcecast> &x,
                       bool with_std, bool with_range) const {
@@ -358,6 +364,8 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("n_inputs", &Ensemble::n_inputs)
         .def_property_readonly("n_outputs", &Ensemble::n_outputs)
         .def("set_noise", &Ensemble::set_noise, py::arg("std"), py::arg("copies"),
+             py::arg("seed"))
+        .def("set_mc_dropout", &Ensemble::set_mc_dropout, py::arg("on"), py::arg("copies"),
              py::arg("seed"))
         .def("predict", &Ensemble::predict, py::arg("x"), py::arg("with_std") = false,
              py::arg("with_range") = false)

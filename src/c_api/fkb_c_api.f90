@@ -457,6 +457,28 @@ contains
     c_ensemble_set_noise = finish(stat, msg)
   end function c_ensemble_set_noise
 
+  integer(c_int) function c_ensemble_set_mc_dropout(handle, on, copies, seed) &
+      bind(c, name='fkb_ensemble_set_mc_dropout')
+    type(c_ptr), value :: handle
+    integer(c_int), value :: on
+    integer(c_int64_t), value :: copies, seed
+    type(fkb_ensemble), pointer :: ens
+    character(len=MSG_LEN) :: msg
+    integer :: stat
+    if (.not. get_ens(handle, ens)) then
+      c_ensemble_set_mc_dropout = fail(FKB_ERR_ARGUMENT, 'fkb_ensemble_set_mc_dropout: NULL')
+      return
+    end if
+    if (copies < 1 .or. copies > huge(1)) then
+      c_ensemble_set_mc_dropout = fail(FKB_ERR_ARGUMENT, 'fkb_ensemble_set_mc_dropout: copies &
+                                       &must be at least 1')
+      return
+    end if
+    msg = ''
+    call ens%set_mc_dropout(on /= 0, int(copies), seed, stat=stat, errmsg=msg)
+    c_ensemble_set_mc_dropout = finish(stat, msg)
+  end function c_ensemble_set_mc_dropout
+
   integer(c_int) function c_ensemble_predict(handle, x, batch, mean, std, minimum, maximum) &
       bind(c, name='fkb_ensemble_predict')
     type(c_ptr), value :: handle, x, mean, std, minimum, maximum

@@ -12,7 +12,9 @@
 !! Statistics over the P = members x copies predictions y_p with weights w_p = w_member/copies
 !! (weights normalised to sum 1): mean = sum w_p y_p, std = sqrt(sum w_p (y_p - mean)^2).
 !!
-!! Loading members switches the noise off; `set_noise` comes after the load.
+!! Monte-Carlo dropout (`set_mc_dropout`) runs each member's Dropout layers at inference,
+!! `copies` times with masks drawn from the seed: a second estimate of the spread. Noise and
+!! MC dropout share `copies` and `seed`. Loading members switches both off.
 !!
 !! Concurrency: `predict` may run concurrently on one ensemble; loading and `set_noise` need
 !! exclusive access.
@@ -38,11 +40,13 @@ module fkb_ensemble_m
     integer :: copies = 1
     integer(int64) :: seed = 0
     integer(int64) :: n_in = 0, n_out = 0
+    logical :: mc_dropout = .false.
   contains
     procedure :: load => ens_load
     procedure :: load_directory => ens_load_directory
     procedure :: load_manifest => ens_load_manifest
     procedure :: set_noise => ens_set_noise
+    procedure :: set_mc_dropout => ens_set_mc_dropout
     procedure :: n_members => ens_n_members
     procedure :: n_inputs => ens_n_inputs
     procedure :: n_outputs => ens_n_outputs
@@ -141,6 +145,7 @@ contains
       ! A new set of members starts without noise.
       if (allocated(self%noise_std)) deallocate(self%noise_std)
       self%copies = 1
+      self%mc_dropout = .false.
     end if
     call report(st, msg, stat, errmsg)
   end subroutine load_list
@@ -270,6 +275,29 @@ contains
     end if
     call report(st, msg, stat, errmsg)
   end subroutine ens_set_noise
+
+  subroutine ens_set_mc_dropout(self, on, copies, seed, stat, errmsg)
+    !! Monte-Carlo dropout: `copies` stochastic passes per member with Dropout active.
+    class(fkb_ensemble), intent(inout) :: self
+    logical, intent(in) :: on
+    integer, intent(in) :: copies
+    integer(int64), intent(in) :: seed
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    character(len=:), allocatable :: msg
+    integer :: st
+    msg = ''
+    st = FKB_OK
+    if (copies < 1) then
+      call set_error(st, msg, FKB_ERR_ARGUMENT, 'copies must be at least 1, got ' // &
+                     int_text(int(copies, int64)))
+    else
+      self%mc_dropout = on
+      self%copies = copies
+      self%seed = seed
+    end if
+    call report(st, msg, stat, errmsg)
+  end subroutine ens_set_mc_dropout
 
   pure integer function ens_n_members(self)
     class(fkb_ensemble), intent(in) :: self
@@ -408,16 +436,15 @@ contains
     real(real64), allocatable :: xn(:, :)
     integer(int64) :: key, col_key, i, j
     integer :: m
+    logical :: noisy
     m = (p - 1) / self%copies + 1
-    if (.not. allocated(self%noise_std)) then
-      call self%members(m)%predict(x, y, stat=st)
-      return
-    end if
-    if (all(self%noise_std == 0)) then
-      call self%members(m)%predict(x, y, stat=st)
-      return
-    end if
     key = mix64(mix64(self%seed, int(m, int64)), int(mod(p - 1, self%copies), int64))
+    noisy = allocated(self%noise_std)
+    if (noisy) noisy = any(self%noise_std /= 0)
+    if (.not. noisy) then
+      call member_predict(x)
+      return
+    end if
     allocate(xn, mold=x)
     do j = 1, size(x, 2, int64)
       col_key = mix64(key, j)
@@ -426,7 +453,16 @@ contains
                    gaussian(col_key, i)
       end do
     end do
-    call self%members(m)%predict(xn, y, stat=st)
+    call member_predict(xn)
+  contains
+    subroutine member_predict(xin)
+      real(real64), intent(in) :: xin(:, :)
+      if (self%mc_dropout) then
+        call self%members(m)%predict(xin, y, stat=st, dropout_seed=mix64(key, -1_int64))
+      else
+        call self%members(m)%predict(xin, y, stat=st)
+      end if
+    end subroutine member_predict
   end subroutine run_one
 
 end module fkb_ensemble_m

@@ -27,6 +27,12 @@ module fkb_layer
     procedure(forward_r32_i), deferred :: forward_r32
     procedure(forward_r64_i), deferred :: forward_r64
     generic :: forward => forward_r32, forward_r64
+    procedure :: sample_r32 => layer_sample_r32
+    procedure :: sample_r64 => layer_sample_r64
+    !> Forward with the layer's randomness switched on (Monte-Carlo dropout), drawn from a
+    !> counter-based stream `key`; the default is the plain forward.
+    generic :: sample => sample_r32, sample_r64
+    procedure :: is_stochastic => layer_is_stochastic
     procedure :: prepare => layer_prepare
     procedure :: is_identity => layer_is_identity
     procedure :: declare_params
@@ -76,6 +82,28 @@ contains
     class(fkb_layer_t), intent(in) :: self
     layer_is_identity = .false.
   end function layer_is_identity
+
+  subroutine layer_sample_r32(self, x, y, key)
+    class(fkb_layer_t), intent(in) :: self
+    real(real32), intent(in), contiguous :: x(:, :)
+    real(real32), intent(inout), contiguous :: y(:, :)
+    integer(int64), intent(in) :: key
+    call self%forward_r32(x, y)
+  end subroutine layer_sample_r32
+
+  subroutine layer_sample_r64(self, x, y, key)
+    class(fkb_layer_t), intent(in) :: self
+    real(real64), intent(in), contiguous :: x(:, :)
+    real(real64), intent(inout), contiguous :: y(:, :)
+    integer(int64), intent(in) :: key
+    call self%forward_r64(x, y)
+  end subroutine layer_sample_r64
+
+  logical function layer_is_stochastic(self)
+    !! True for layers that `sample` differently from `forward` (Dropout).
+    class(fkb_layer_t), intent(in) :: self
+    layer_is_stochastic = .false.
+  end function layer_is_stochastic
 
   subroutine declare_params(self, names, shapes)
     !! Declares the tensors the layer expects: names(k) with shape shapes(:, k) (unused

@@ -14,6 +14,7 @@ module fkb_network_m
   use fkb_io_native, only: has_magic, read_native, write_native
   use fkb_io_legacy, only: read_legacy, write_legacy
   use fkb_blas, only: init_backend
+  use fkb_random, only: mix64
   use fkb_workspace, only: ws_slot, POOL_SIZE, claim_slot, release_slot, reserve
   implicit none
   private
@@ -23,6 +24,7 @@ module fkb_network_m
     private
     type(fkb_model_t) :: model
     integer, allocatable :: run(:)              !! layers that compute (identities skipped)
+    integer, allocatable :: run_mc(:)           !! the same plus stochastic ones (MC dropout)
     integer(int64) :: max_width = 0
     type(ws_slot), allocatable :: pool(:)
     character(len=:), allocatable :: desc       !! header text + NUL, for the C API
@@ -67,6 +69,9 @@ contains
       self%model = model
       self%run = pack([(i, i=1, model%n_layers)], &
                       [(.not. model%layers(i)%l%is_identity(), i=1, model%n_layers)])
+      self%run_mc = pack([(i, i=1, model%n_layers)], &
+                         [(.not. model%layers(i)%l%is_identity() .or. &
+                           model%layers(i)%l%is_stochastic(), i=1, model%n_layers)])
       self%max_width = model%n_in
       do i = 1, model%n_layers
         self%max_width = max(self%max_width, model%layers(i)%l%n_out)
@@ -250,31 +255,35 @@ contains
 
   ! ---- inference ----
 
-  subroutine predict_r32_2d(self, x, y, stat, errmsg)
-    !! y(n_outputs, batch) = network(x(n_inputs, batch)), real32 host arrays.
+  subroutine predict_r32_2d(self, x, y, stat, errmsg, dropout_seed)
+    !! y(n_outputs, batch) = network(x(n_inputs, batch)), real32 host arrays. With
+    !! `dropout_seed`, Dropout layers are active (Monte-Carlo dropout) with masks drawn from
+    !! that seed: the same seed gives the same masks.
     class(fkb_network), intent(inout) :: self
     real(real32), intent(in), contiguous, target :: x(:, :)
     real(real32), intent(inout), contiguous, target :: y(:, :)
     integer, intent(out), optional :: stat
     character(len=*), intent(inout), optional :: errmsg
+    integer(int64), intent(in), optional :: dropout_seed
     character(len=:), allocatable :: msg
     integer :: st
     call self%predict_core(size(x, 1, int64), size(y, 1, int64), size(x, 2, int64), &
-                           size(y, 2, int64), st, msg, x32=x, y32=y)
+                           size(y, 2, int64), st, msg, x32=x, y32=y, key=dropout_seed)
     call report(st, msg, stat, errmsg)
   end subroutine predict_r32_2d
 
-  subroutine predict_r64_2d(self, x, y, stat, errmsg)
+  subroutine predict_r64_2d(self, x, y, stat, errmsg, dropout_seed)
     !! As above with real64 host arrays (the model still computes in its own precision).
     class(fkb_network), intent(inout) :: self
     real(real64), intent(in), contiguous, target :: x(:, :)
     real(real64), intent(inout), contiguous, target :: y(:, :)
     integer, intent(out), optional :: stat
     character(len=*), intent(inout), optional :: errmsg
+    integer(int64), intent(in), optional :: dropout_seed
     character(len=:), allocatable :: msg
     integer :: st
     call self%predict_core(size(x, 1, int64), size(y, 1, int64), size(x, 2, int64), &
-                           size(y, 2, int64), st, msg, x64=x, y64=y)
+                           size(y, 2, int64), st, msg, x64=x, y64=y, key=dropout_seed)
     call report(st, msg, stat, errmsg)
   end subroutine predict_r64_2d
 
@@ -311,7 +320,7 @@ contains
     call report(st, msg, stat, errmsg)
   end subroutine predict_r64_1d
 
-  subroutine net_predict_core(self, rows_x, rows_y, n, cols_y, st, msg, x32, y32, x64, y64)
+  subroutine net_predict_core(self, rows_x, rows_y, n, cols_y, st, msg, x32, y32, x64, y64, key)
     !! Checks the shapes, claims a workspace and runs the layers. Exactly one of x32/x64 and
     !! one of y32/y64 is present. Host arrays of the model's precision are used in place: the
     !! first layer reads x directly and the last one writes y directly.
@@ -323,6 +332,7 @@ contains
     real(real32), intent(inout), contiguous, target, optional :: y32(:, :)
     real(real64), intent(in), contiguous, target, optional :: x64(:, :)
     real(real64), intent(inout), contiguous, target, optional :: y64(:, :)
+    integer(int64), intent(in), optional :: key   !! Monte-Carlo dropout stream
     type(ws_slot), target :: spare
     type(ws_slot), pointer :: slot
     real(real32), pointer, contiguous :: xs32(:, :), ys32(:, :)
@@ -377,7 +387,7 @@ contains
       else
         ys64(1:rows_y, 1:n) => slot%out64(1:rows_y * n)
       end if
-      call run_r64(self, slot%a64, slot%b64, xs64, ys64)
+      call run_r64(self, slot%a64, slot%b64, xs64, ys64, key)
       if (present(y32)) y32 = real(ys64, real32)
     else
       if (present(x32)) then
@@ -391,24 +401,26 @@ contains
       else
         ys32(1:rows_y, 1:n) => slot%out32(1:rows_y * n)
       end if
-      call run_r32(self, slot%a32, slot%b32, xs32, ys32)
+      call run_r32(self, slot%a32, slot%b32, xs32, ys32, key)
       if (present(y64)) y64 = real(ys32, real64)
     end if
     if (islot > 0) call release_slot(slot)
   end subroutine net_predict_core
 
-  subroutine run_r32(self, bufa, bufb, x, y)
+  subroutine run_r32(self, bufa, bufb, x, y, key)
     integer, parameter :: wp = real32
     type(fkb_network), intent(in) :: self
+    integer(int64), intent(in), optional :: key
     real(wp), intent(inout), contiguous, target :: bufa(:), bufb(:)
     real(wp), intent(in), contiguous, target :: x(:, :)
     real(wp), intent(inout), contiguous, target :: y(:, :)
     include 'kernels/run_chain.inc'
   end subroutine run_r32
 
-  subroutine run_r64(self, bufa, bufb, x, y)
+  subroutine run_r64(self, bufa, bufb, x, y, key)
     integer, parameter :: wp = real64
     type(fkb_network), intent(in) :: self
+    integer(int64), intent(in), optional :: key
     real(wp), intent(inout), contiguous, target :: bufa(:), bufb(:)
     real(wp), intent(in), contiguous, target :: x(:, :)
     real(wp), intent(inout), contiguous, target :: y(:, :)

@@ -1,9 +1,9 @@
 !! Minimal test helpers: count checks, report failures, exit non-zero if any failed.
 module fkb_testing
-  use iso_fortran_env, only: real64, int64, output_unit
+  use iso_fortran_env, only: real32, real64, int32, int64, output_unit
   implicit none
   private
-  public :: check, finish, close_enough, read_f64, case_t, read_cases
+  public :: check, finish, close_enough, read_f64, case_t, read_cases, write_fkb
 
   integer :: n_pass = 0, n_fail = 0
 
@@ -75,5 +75,22 @@ contains
     end do
     close (u)
   end subroutine read_cases
+
+
+  subroutine write_fkb(path, header, data_bytes, major)
+    ! Writes a .fkb file by hand: the given header and data_bytes bytes of float data (0.25 each).
+    character(len=*), intent(in) :: path, header
+    integer, intent(in) :: data_bytes
+    integer, intent(in), optional :: major
+    integer :: u, maj
+    character(len=:), allocatable :: data
+    maj = 1
+    if (present(major)) maj = major
+    data = repeat(transfer(0.25_real32, 'abcd'), (data_bytes + 3) / 4)
+    open (newunit=u, file=path, access='stream', form='unformatted', status='replace')
+    write (u) char(137) // 'FKB' // achar(13) // achar(10) // achar(26) // achar(10), &
+              int(maj, int32), 0_int32, int(len(header), int64), header, data(1:data_bytes)
+    close (u)
+  end subroutine write_fkb
 
 end module fkb_testing

@@ -3,7 +3,7 @@
 program test_errors
   use iso_fortran_env, only: int32, int64, real32
   use fkb
-  use fkb_testing, only: check, finish
+  use fkb_testing, only: check, finish, write_fkb
   implicit none
   character(len=1024) :: scratch
   character(len=:), allocatable :: d
@@ -159,22 +159,6 @@ contains
     call check(stat == code .and. index(msg, text) > 0, 'predict: expected ' // &
                fkb_status_name(code) // " with '" // text // "', got: " // trim(msg))
   end subroutine expect_predict_r32
-
-  subroutine write_fkb(path, header, data_bytes, major)
-    ! A .fkb file with the given header and data_bytes bytes of float data (0.25 each).
-    character(len=*), intent(in) :: path, header
-    integer, intent(in) :: data_bytes
-    integer, intent(in), optional :: major
-    integer :: u, maj
-    character(len=:), allocatable :: data
-    maj = 1
-    if (present(major)) maj = major
-    data = repeat(transfer(0.25_real32, 'abcd'), (data_bytes + 3) / 4)
-    open (newunit=u, file=path, access='stream', form='unformatted', status='replace')
-    write (u) char(137) // 'FKB' // achar(13) // achar(10) // achar(26) // achar(10), &
-              int(maj, int32), 0_int32, int(len(header), int64), header, data(1:data_bytes)
-    close (u)
-  end subroutine write_fkb
 
   subroutine write_text(path, text)
     character(len=*), intent(in) :: path, text

@@ -171,3 +171,21 @@ def test_cli_convert_to_manifest_and_info(members, cases, tmp_path):
                                 str(manifest), "--weights", "1", "-q"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "1 weights for 3 members" in bad.stderr
+
+
+def test_mc_dropout_spread_and_reproducibility(cases, tmp_path):
+    """A model with Dropout gets spread from MC dropout, none without it; same seed, same bits."""
+    model = next(m for n, _, m in cases if n == "dropout_flatten_float64")
+    path = str(tmp_path / "dropout.fkb")
+    fkb.convert(model, path)
+    x = np.random.default_rng(9).normal(size=(20, model.inputs[0].shape[-1]))
+    plain = fkb.Ensemble([path], copies=4)
+    _, std0 = plain.predict(x, return_std=True)
+    assert np.all(std0 == 0)
+    mc = fkb.Ensemble([path], copies=16, seed=3, mc_dropout=True)
+    mean, std = mc.predict(x, return_std=True)
+    assert np.all(std > 0)
+    np.testing.assert_array_equal(fkb.Ensemble([path], copies=16, seed=3,
+                                               mc_dropout=True).predict(x), mean)
+    assert not np.array_equal(fkb.Ensemble([path], copies=16, seed=4,
+                                           mc_dropout=True).predict(x), mean)

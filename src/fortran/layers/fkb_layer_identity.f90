@@ -1,10 +1,11 @@
 !! Layers that are the identity at inference: Keras `Dropout` (its rate is kept for the file
 !! and for training) and `Flatten` of rank-1 samples. The network skips them when running.
 module fkb_layer_identity
-  use iso_fortran_env, only: real32, real64
+  use iso_fortran_env, only: real32, real64, int64
   use fkb_errors, only: FKB_OK, FKB_ERR_FORMAT, set_error
   use fkb_config, only: fkb_config_t, real_text
   use fkb_layer, only: fkb_layer_t
+  use fkb_random, only: mix64, uniform_open
   implicit none
   private
   public :: fkb_identity_t
@@ -17,6 +18,9 @@ module fkb_layer_identity
     procedure :: forward_r32 => id_forward_r32
     procedure :: forward_r64 => id_forward_r64
     procedure :: is_identity => id_is_identity
+    procedure :: is_stochastic => id_is_stochastic
+    procedure :: sample_r32 => id_sample_r32
+    procedure :: sample_r64 => id_sample_r64
   end type fkb_identity_t
 
 contains
@@ -45,6 +49,44 @@ contains
     class(fkb_identity_t), intent(in) :: self
     id_is_identity = .true.
   end function id_is_identity
+
+  logical function id_is_stochastic(self)
+    class(fkb_identity_t), intent(in) :: self
+    id_is_stochastic = self%type_name == 'dropout' .and. self%rate > 0
+  end function id_is_stochastic
+
+  subroutine id_sample_r32(self, x, y, key)
+    ! Inverted dropout as Keras trains it: keep with probability 1-rate, scale by 1/(1-rate).
+    class(fkb_identity_t), intent(in) :: self
+    real(real32), intent(in), contiguous :: x(:, :)
+    real(real32), intent(inout), contiguous :: y(:, :)
+    integer(int64), intent(in) :: key
+    integer(int64) :: i, j, col
+    real(real32) :: scale
+    scale = real(1 / (1 - self%rate), real32)
+    do j = 1, size(x, 2, int64)
+      col = mix64(key, j)
+      do i = 1, size(x, 1, int64)
+        y(i, j) = merge(x(i, j) * scale, 0.0_real32, uniform_open(mix64(col, i)) > self%rate)
+      end do
+    end do
+  end subroutine id_sample_r32
+
+  subroutine id_sample_r64(self, x, y, key)
+    class(fkb_identity_t), intent(in) :: self
+    real(real64), intent(in), contiguous :: x(:, :)
+    real(real64), intent(inout), contiguous :: y(:, :)
+    integer(int64), intent(in) :: key
+    integer(int64) :: i, j, col
+    real(real64) :: scale
+    scale = 1 / (1 - self%rate)
+    do j = 1, size(x, 2, int64)
+      col = mix64(key, j)
+      do i = 1, size(x, 1, int64)
+        y(i, j) = merge(x(i, j) * scale, 0.0_real64, uniform_open(mix64(col, i)) > self%rate)
+      end do
+    end do
+  end subroutine id_sample_r64
 
   subroutine id_forward_r32(self, x, y)
     class(fkb_identity_t), intent(in) :: self
