@@ -64,11 +64,13 @@ def tool_env():
                 OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 
 
-def build_fortran(prefix, build_dir):
-    """Configures and builds examples/l96 against the FKB installed under prefix."""
+def build_fortran(prefix, build_dir, fkb_dir=None):
+    """Configures and builds examples/l96 against the FKB installed under prefix (or the CMake
+    package in fkb_dir, e.g. FKB's build tree)."""
     env = tool_env()
-    run(["cmake", "-S", HERE, "-B", build_dir, "-G", "Ninja",
-         f"-DCMAKE_PREFIX_PATH={os.path.abspath(prefix)}"], quiet=True, env=env)
+    where = f"-DFKB_DIR={os.path.abspath(fkb_dir)}" if fkb_dir else \
+        f"-DCMAKE_PREFIX_PATH={os.path.abspath(prefix)}"
+    run(["cmake", "-S", HERE, "-B", build_dir, "-G", "Ninja", where], quiet=True, env=env)
     run(["cmake", "--build", build_dir], quiet=True, env=env)
     return {name: os.path.join(build_dir, name) for name in ("l96_truth", "l96_online")}
 
@@ -373,6 +375,9 @@ def main(argv=None):
                     help="where FKB is installed (default: build/prefix)")
     ap.add_argument("--work", default=os.path.join(ROOT, "build", "l96"),
                     help="output folder (default: build/l96)")
+    ap.add_argument("--fkb-dir", default=None,
+                    help="FKB's CMake package folder instead of --prefix (e.g. the build tree "
+                         "build/cmake)")
     ap.add_argument("--candidates", type=int, default=None,
                     help="number of Keras candidates (default 16; 120 = the paper's scale)")
     ap.add_argument("--quick", action="store_true",
@@ -386,7 +391,10 @@ def main(argv=None):
     k_best = args.ensemble if args.ensemble is not None else (2 if args.quick else 3)
     k_best = min(k_best, n_cand)
     work = os.path.abspath(args.work)
-    if not os.path.isfile(os.path.join(args.prefix, "lib", "cmake", "FKB", "FKBConfig.cmake")):
+    if args.fkb_dir:
+        if not os.path.isfile(os.path.join(args.fkb_dir, "FKBConfig.cmake")):
+            sys.exit(f"no FKBConfig.cmake in {args.fkb_dir}")
+    elif not os.path.isfile(os.path.join(args.prefix, "lib", "cmake", "FKB", "FKBConfig.cmake")):
         sys.exit(f"FKB is not installed under {args.prefix} (run `make install`)")
     t_start = time.time()
     from tqdm import tqdm
@@ -396,7 +404,7 @@ def main(argv=None):
         os.makedirs(os.path.join(work, sub))
 
     log("== 1. Build the Fortran truth and host models against the installed FKB")
-    exe = build_fortran(args.prefix, os.path.join(work, "fortran"))
+    exe = build_fortran(args.prefix, os.path.join(work, "fortran"), args.fkb_dir)
 
     log("== 2. Truth: two-scale Lorenz-96 (K=8, J=32, F=20, h=1, b=10, c=10), RK4 dt=0.001")
     data_dir = os.path.join(work, "data")

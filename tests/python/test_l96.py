@@ -6,8 +6,9 @@
   order, the one batched call per step and RK4 with U held fixed.
 * The whole pipeline, `run_case_study.py --quick`, end to end.
 
-They need the installed package (build/prefix, `make install`) to build the Fortran programs
-and are skipped without it.
+They build the Fortran programs against the installed package (build/prefix, `make install`)
+or, without it, against FKB's build tree (build/cmake, what `make test` builds); they are
+skipped when neither exists.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 PREFIX = os.path.join(ROOT, "build", "prefix")
+BUILD_TREE = os.path.join(ROOT, "build", "cmake")
 SCRIPT = os.path.join(ROOT, "examples", "l96", "run_case_study.py")
 
 # The truth model's parameters (examples/l96/l96_core.f90).
@@ -49,11 +51,23 @@ def _case_study():
     return mod
 
 
+def _fkb_location():
+    """Command-line arguments of run_case_study.py that point at FKB, or None."""
+    if os.path.isfile(os.path.join(PREFIX, "lib", "cmake", "FKB", "FKBConfig.cmake")):
+        return ["--prefix", PREFIX]
+    if os.path.isfile(os.path.join(BUILD_TREE, "FKBConfig.cmake")):
+        return ["--fkb-dir", BUILD_TREE]
+    return None
+
+
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory):
-    if not os.path.isfile(os.path.join(PREFIX, "lib", "cmake", "FKB", "FKBConfig.cmake")):
-        pytest.skip("FKB is not installed under build/prefix (run `make install`)")
-    return _case_study().build_fortran(PREFIX, str(tmp_path_factory.mktemp("l96_build")))
+    where = _fkb_location()
+    if where is None:
+        pytest.skip("FKB is neither installed under build/prefix nor built in build/cmake")
+    fkb_dir = where[1] if where[0] == "--fkb-dir" else None
+    return _case_study().build_fortran(PREFIX, str(tmp_path_factory.mktemp("l96_build")),
+                                       fkb_dir)
 
 
 # An independent implementation of the equations (Wilks 2005), in numpy.
@@ -164,7 +178,7 @@ def test_quick_pipeline(programs, tmp_path):
     ensemble, table and figures."""
     work = tmp_path / "l96"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    r = subprocess.run([sys.executable, SCRIPT, "--quick", "--prefix", PREFIX,
+    r = subprocess.run([sys.executable, SCRIPT, "--quick", *_fkb_location(),
                         "--work", str(work)], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     with open(work / "results.csv") as f:
