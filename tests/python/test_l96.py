@@ -117,18 +117,24 @@ def test_two_scale_integrator_matches_numpy(programs, tmp_path, nsteps):
 
 
 def test_truth_data_are_the_subgrid_tendency(programs, tmp_path):
-    """U_k written by l96_truth run is -(h c / b) sum_j Y_{j,k}: checked through the mean
-    X tendency balance on the attractor, and against the numpy one-step update of X."""
+    """The U_k written by `l96_truth run` closes the X budget: a central difference of the
+    sampled X (dt_out = 0.005) matches the resolved tendency plus U_k. The difference is the
+    O(dt_out^2) truncation error, observed ~0.05 RMS (dX/dt has sd ~35); a wrong sign, scale
+    or site of U gives > 3. Limit: 0.2."""
     subprocess.run([programs["l96_truth"], "run", str(tmp_path), "1", "1", "0.1", "0.1", "3"],
                    check=True)
     meta = dict(line.split(" ", 1) for line in (tmp_path / "meta.txt").read_text().splitlines())
     n = int(meta["n_train"])
+    dt = float(meta["dt_out"])
     x = np.fromfile(tmp_path / "train_x.bin", dtype="<f8").reshape(n, K)
     u = np.fromfile(tmp_path / "train_u.bin", dtype="<f8").reshape(n, K)
-    assert n == 200 and float(meta["dt_out"]) == 0.005
+    assert n == 200 and dt == 0.005
     assert np.all(np.isfinite(x)) and np.all(np.isfinite(u))
-    # On the attractor the subgrid tendency damps X: strongly anti-correlated with X.
-    assert np.corrcoef(x.ravel(), u.ravel())[0, 1] < -0.5
+    fd = (x[2:] - x[:-2]) / (2 * dt)
+    xm, um = x[1:-1], u[1:-1]
+    resolved = np.roll(xm, 1, 1) * (np.roll(xm, -1, 1) - np.roll(xm, 2, 1)) - xm + F
+    assert np.sqrt(np.mean((fd - (resolved + um)) ** 2)) < 0.2
+    assert np.sqrt(np.mean((fd - (resolved - um)) ** 2)) > 3     # the check can fail
 
 
 def test_host_model_matches_numpy(programs, tmp_path):
