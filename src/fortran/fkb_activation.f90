@@ -9,6 +9,7 @@ module fkb_activation
   private
   public :: fkb_activation_t, activation_from_name, activation_name, activation_takes_alpha
   public :: apply_activation, bias_activation, read_activation, write_activation
+  public :: activation_backward
   public :: ACT_LINEAR, ACT_RELU_GENERAL, ACT_LEAKY_RELU, ACT_ELU, ACT_SOFTMAX
 
   enum, bind(c)
@@ -28,6 +29,7 @@ module fkb_activation
   real(real64), parameter :: SELU_SCALE_ALPHA = 1.7580993408473768599402175208123_real64
   real(real64), parameter :: SQRT_HALF = 0.7071067811865476_real64
   real(real64), parameter :: SQRT_2_OVER_PI = 0.7978845608028654_real64
+  real(real64), parameter :: TWO_OVER_SQRT_PI = 1.1283791670955126_real64
 
   type :: fkb_activation_t
     !! One activation with its parameters (kept in double, as Keras configs hold them).
@@ -47,6 +49,12 @@ module fkb_activation
     !! y(:, j) = act(y(:, j) + b) for every column j; b absent means no bias.
     module procedure bias_act_r32, bias_act_r64
   end interface bias_activation
+
+  interface activation_backward
+    !! dy(:, j) := dy(:, j) * act'(z(:, j)) for every column (softmax: its Jacobian product);
+    !! z is the pre-activation, y = act(z).
+    module procedure act_backward_r32, act_backward_r64
+  end interface activation_backward
 
   integer(int64), parameter :: BLOCK_ELEMENTS = 8192  !! bias+activation work unit (in cache)
 
@@ -225,5 +233,48 @@ contains
     real(wp) :: s, mx
     include 'kernels/softmax.inc'
   end subroutine softmax_r64
+
+
+  subroutine act_backward_r32(act, m, n, z, y, dy)
+    integer, parameter :: wp = real32
+    type(fkb_activation_t), intent(in) :: act
+    integer(int64), intent(in) :: m, n
+    real(wp), intent(in) :: z(m, n), y(m, n)
+    real(wp), intent(inout) :: dy(m, n)
+    integer(int64) :: j
+    do j = 1, n
+      call column(z(:, j), y(:, j), dy(:, j))
+    end do
+  contains
+    subroutine column(z, y, dy)
+      real(wp), intent(in) :: z(m), y(m)
+      real(wp), intent(inout) :: dy(m)
+      integer(int64) :: i
+      real(wp) :: a, t, mx, g, c, s
+      include 'kernels/activation_backward.inc'
+    end subroutine column
+    include 'kernels/activation_helpers.inc'
+  end subroutine act_backward_r32
+
+  subroutine act_backward_r64(act, m, n, z, y, dy)
+    integer, parameter :: wp = real64
+    type(fkb_activation_t), intent(in) :: act
+    integer(int64), intent(in) :: m, n
+    real(wp), intent(in) :: z(m, n), y(m, n)
+    real(wp), intent(inout) :: dy(m, n)
+    integer(int64) :: j
+    do j = 1, n
+      call column(z(:, j), y(:, j), dy(:, j))
+    end do
+  contains
+    subroutine column(z, y, dy)
+      real(wp), intent(in) :: z(m), y(m)
+      real(wp), intent(inout) :: dy(m)
+      integer(int64) :: i
+      real(wp) :: a, t, mx, g, c, s
+      include 'kernels/activation_backward.inc'
+    end subroutine column
+    include 'kernels/activation_helpers.inc'
+  end subroutine act_backward_r64
 
 end module fkb_activation

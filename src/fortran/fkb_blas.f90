@@ -14,7 +14,7 @@ module fkb_blas
   use omp_lib, only: omp_in_parallel
   implicit none
   private
-  public :: gemm, gemv, BLAS_INT_MAX, set_deterministic, is_deterministic, init_backend
+  public :: gemm, gemv, gemm_nt, gemm_tn, BLAS_INT_MAX, set_deterministic, is_deterministic, init_backend
 
   integer(int64), parameter :: BLAS_INT_MAX = huge(1_int32)  !! largest dimension BLAS takes
   integer(int64), parameter :: COLUMN_BLOCK = 8                !! fixed-order kernel's block
@@ -62,6 +62,16 @@ module fkb_blas
     !! y(m,1) = a(m,k) . x(k,1): the single-sample case, where GEMV beats GEMM.
     module procedure gemv_r32, gemv_r64
   end interface gemv
+
+  interface gemm_nt
+    !! c(m,n) = a(m,k) . b(n,k)^T + beta c, c passed flat (a weight gradient: dz . x^T).
+    module procedure gemm_nt_r32, gemm_nt_r64
+  end interface gemm_nt
+
+  interface gemm_tn
+    !! c(m,n) = a(k,m)^T . b(k,n), a passed flat (an input gradient: W^T . dz).
+    module procedure gemm_tn_r32, gemm_tn_r64
+  end interface gemm_tn
 
 contains
 
@@ -139,6 +149,46 @@ contains
     call dgemv('N', int(m, int32), int(k, int32), 1.0_real64, a, int(max(m, 1_int64), int32), &
                x, 1_int32, 0.0_real64, y, 1_int32)
   end subroutine gemv_r64
+
+  subroutine gemm_nt_r32(m, n, k, a, b, c, beta)
+    integer(int64), intent(in) :: m, n, k
+    real(real32), intent(in), contiguous :: a(:, :), b(:, :)
+    real(real32), intent(inout) :: c(*)
+    real(real32), intent(in) :: beta
+    call sgemm('N', 'T', int(m, int32), int(n, int32), int(k, int32), 1.0_real32, a, &
+               int(max(m, 1_int64), int32), b, int(max(n, 1_int64), int32), beta, c, &
+               int(max(m, 1_int64), int32))
+  end subroutine gemm_nt_r32
+
+  subroutine gemm_tn_r32(m, n, k, a, b, c)
+    integer(int64), intent(in) :: m, n, k
+    real(real32), intent(in) :: a(*)
+    real(real32), intent(in), contiguous :: b(:, :)
+    real(real32), intent(inout), contiguous :: c(:, :)
+    call sgemm('T', 'N', int(m, int32), int(n, int32), int(k, int32), 1.0_real32, a, &
+               int(max(k, 1_int64), int32), b, int(max(k, 1_int64), int32), 0.0_real32, c, &
+               int(max(m, 1_int64), int32))
+  end subroutine gemm_tn_r32
+
+  subroutine gemm_nt_r64(m, n, k, a, b, c, beta)
+    integer(int64), intent(in) :: m, n, k
+    real(real64), intent(in), contiguous :: a(:, :), b(:, :)
+    real(real64), intent(inout) :: c(*)
+    real(real64), intent(in) :: beta
+    call dgemm('N', 'T', int(m, int32), int(n, int32), int(k, int32), 1.0_real64, a, &
+               int(max(m, 1_int64), int32), b, int(max(n, 1_int64), int32), beta, c, &
+               int(max(m, 1_int64), int32))
+  end subroutine gemm_nt_r64
+
+  subroutine gemm_tn_r64(m, n, k, a, b, c)
+    integer(int64), intent(in) :: m, n, k
+    real(real64), intent(in) :: a(*)
+    real(real64), intent(in), contiguous :: b(:, :)
+    real(real64), intent(inout), contiguous :: c(:, :)
+    call dgemm('T', 'N', int(m, int32), int(n, int32), int(k, int32), 1.0_real64, a, &
+               int(max(k, 1_int64), int32), b, int(max(k, 1_int64), int32), 0.0_real64, c, &
+               int(max(m, 1_int64), int32))
+  end subroutine gemm_tn_r64
 
   subroutine fixed_order_r32(m, n, k, a, b, c)
     integer, parameter :: wp = real32

@@ -33,6 +33,20 @@ module fkb_layer
     !> counter-based stream `key`; the default is the plain forward.
     generic :: sample => sample_r32, sample_r64
     procedure :: is_stochastic => layer_is_stochastic
+    ! ---- training (see fkb_trainer) ----
+    procedure :: supports_training => layer_supports_training
+    procedure :: cache_size => layer_cache_size
+    procedure :: train_forward_r32 => layer_train_forward_r32
+    procedure :: train_forward_r64 => layer_train_forward_r64
+    !> Forward in training mode: like `sample`, also filling `cache` (cache_size x batch) with
+    !> what `backward` needs (Dense: the pre-activation; Dropout: the mask).
+    generic :: train_forward => train_forward_r32, train_forward_r64
+    procedure :: backward_r32 => layer_backward_r32
+    procedure :: backward_r64 => layer_backward_r64
+    !> Given the layer's input x, output y, cache and dL/dy (dy, may be overwritten): dL/dx into
+    !> dx (if need_dx) and the parameter gradients into grads (same layout as params). With
+    !> dz_given, dy already is dL/d(pre-activation) (Keras' crossentropy-from-logits shortcut).
+    generic :: backward => backward_r32, backward_r64
     procedure :: prepare => layer_prepare
     procedure :: is_identity => layer_is_identity
     procedure :: declare_params
@@ -104,6 +118,49 @@ contains
     class(fkb_layer_t), intent(in) :: self
     layer_is_stochastic = .false.
   end function layer_is_stochastic
+
+  logical function layer_supports_training(self)
+    !! False for layers without a backward pass yet: training a model with one is refused.
+    class(fkb_layer_t), intent(in) :: self
+    layer_supports_training = .false.
+  end function layer_supports_training
+
+  integer(int64) function layer_cache_size(self)
+    class(fkb_layer_t), intent(in) :: self
+    layer_cache_size = 0
+  end function layer_cache_size
+
+  subroutine layer_train_forward_r32(self, x, y, cache, key)
+    class(fkb_layer_t), intent(in) :: self
+    real(real32), intent(in), contiguous :: x(:, :)
+    real(real32), intent(inout), contiguous :: y(:, :), cache(:, :)
+    integer(int64), intent(in) :: key
+    call self%sample_r32(x, y, key)
+  end subroutine layer_train_forward_r32
+
+  subroutine layer_train_forward_r64(self, x, y, cache, key)
+    class(fkb_layer_t), intent(in) :: self
+    real(real64), intent(in), contiguous :: x(:, :)
+    real(real64), intent(inout), contiguous :: y(:, :), cache(:, :)
+    integer(int64), intent(in) :: key
+    call self%sample_r64(x, y, key)
+  end subroutine layer_train_forward_r64
+
+  subroutine layer_backward_r32(self, x, y, cache, dy, dx, grads, need_dx, dz_given)
+    class(fkb_layer_t), intent(in) :: self
+    real(real32), intent(in), contiguous :: x(:, :), y(:, :), cache(:, :)
+    real(real32), intent(inout), contiguous :: dy(:, :), dx(:, :)
+    type(fkb_tensor_t), intent(inout) :: grads(:)
+    logical, intent(in) :: need_dx, dz_given
+  end subroutine layer_backward_r32
+
+  subroutine layer_backward_r64(self, x, y, cache, dy, dx, grads, need_dx, dz_given)
+    class(fkb_layer_t), intent(in) :: self
+    real(real64), intent(in), contiguous :: x(:, :), y(:, :), cache(:, :)
+    real(real64), intent(inout), contiguous :: dy(:, :), dx(:, :)
+    type(fkb_tensor_t), intent(inout) :: grads(:)
+    logical, intent(in) :: need_dx, dz_given
+  end subroutine layer_backward_r64
 
   subroutine declare_params(self, names, shapes)
     !! Declares the tensors the layer expects: names(k) with shape shapes(:, k) (unused

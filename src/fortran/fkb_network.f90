@@ -15,6 +15,9 @@ module fkb_network_m
   use fkb_io_legacy, only: read_legacy, write_legacy
   use fkb_blas, only: init_backend
   use fkb_random, only: mix64
+  use fkb_trainer, only: fkb_trainer_t, trainer_compile, trainer_step
+  use fkb_loss, only: loss_and_gradient
+  use fkb_optimizer, only: slot_t
   use fkb_workspace, only: ws_slot, POOL_SIZE, claim_slot, release_slot, reserve
   implicit none
   private
@@ -28,6 +31,7 @@ module fkb_network_m
     integer(int64) :: max_width = 0
     type(ws_slot), allocatable :: pool(:)
     character(len=:), allocatable :: desc       !! header text + NUL, for the C API
+    type(fkb_trainer_t), allocatable :: trainer !! after `compile`
   contains
     procedure :: load => net_load
     procedure :: save => net_save
@@ -43,6 +47,13 @@ module fkb_network_m
     procedure :: get_tensor => net_get_tensor
     procedure :: set_tensor => net_set_tensor
     procedure :: predict_core => net_predict_core
+    procedure :: compile => net_compile
+    procedure :: is_compiled => net_is_compiled
+    procedure :: iterations => net_iterations
+    procedure :: evaluate => net_evaluate
+    procedure :: gradients => net_gradients
+    procedure, private :: train_r64, train_r32
+    generic :: train_on_batch => train_r64, train_r32
     procedure, private :: predict_r32_2d, predict_r64_2d, predict_r32_1d, predict_r64_1d
     generic :: predict => predict_r32_2d, predict_r64_2d, predict_r32_1d, predict_r64_1d
   end type fkb_network
@@ -79,6 +90,7 @@ contains
       if (allocated(self%pool)) deallocate(self%pool)
       allocate(self%pool(POOL_SIZE))
       self%desc = model%header() // c_null_char
+      if (allocated(self%trainer)) deallocate(self%trainer)   ! a new model is not compiled
     end if
     call report(st, msg, stat, errmsg)
   end subroutine net_load
@@ -252,6 +264,149 @@ contains
     end if
     call report(st, msg, stat, errmsg)
   end subroutine net_set_tensor
+
+  ! ---- training ----
+
+  subroutine net_compile(self, optimizer, loss, stat, errmsg)
+    !! Prepares training: optimizer and loss as Keras names them, with options, e.g.
+    !! optimizer='adam learning_rate=1e-3', loss='huber delta=0.5'. Resets the optimizer state.
+    class(fkb_network), intent(inout) :: self
+    character(len=*), intent(in) :: optimizer, loss
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    type(fkb_trainer_t), allocatable :: tr
+    character(len=:), allocatable :: msg
+    integer :: st
+    msg = ''
+    allocate(tr)
+    if (.not. self%is_loaded()) then
+      call set_error(st, msg, FKB_ERR_ARGUMENT, 'the network is not loaded')
+    else
+      call trainer_compile(tr, self%model, optimizer, loss, st, msg)
+    end if
+    if (st == FKB_OK) call move_alloc(tr, self%trainer)
+    call report(st, msg, stat, errmsg)
+  end subroutine net_compile
+
+  pure logical function net_is_compiled(self)
+    class(fkb_network), intent(in) :: self
+    net_is_compiled = allocated(self%trainer)
+  end function net_is_compiled
+
+  pure integer(int64) function net_iterations(self)
+    !! Optimizer steps taken since `compile`.
+    class(fkb_network), intent(in) :: self
+    net_iterations = 0
+    if (allocated(self%trainer)) net_iterations = self%trainer%opt%iterations
+  end function net_iterations
+
+  subroutine train_r64(self, x, y, loss, stat, errmsg, sample_weight)
+    !! One optimizer step on a batch x(n_inputs, batch), targets y(n_outputs, batch) (sparse
+    !! categorical: y(1, batch) class indices); loss = the batch loss before the step. On any
+    !! error (shapes, NaN or infinite loss) the weights and optimizer state are unchanged.
+    class(fkb_network), intent(inout) :: self
+    real(real64), intent(in) :: x(:, :), y(:, :)
+    real(real64), intent(out) :: loss
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    real(real64), intent(in), optional :: sample_weight(:)
+    character(len=:), allocatable :: msg
+    integer :: st
+    msg = ''
+    loss = 0
+    if (.not. allocated(self%trainer)) then
+      call set_error(st, msg, FKB_ERR_ARGUMENT, 'call compile before training')
+    else if (present(sample_weight)) then
+      call trainer_step(self%trainer, self%model, x, y, sample_weight, loss, .true., st, msg)
+    else
+      call trainer_step(self%trainer, self%model, x, y, [real(real64) ::], loss, .true., st, msg)
+    end if
+    call report(st, msg, stat, errmsg)
+  end subroutine train_r64
+
+  subroutine train_r32(self, x, y, loss, stat, errmsg, sample_weight)
+    class(fkb_network), intent(inout) :: self
+    real(real32), intent(in) :: x(:, :), y(:, :)
+    real(real64), intent(out) :: loss
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    real(real64), intent(in), optional :: sample_weight(:)
+    call train_r64(self, real(x, real64), real(y, real64), loss, stat, errmsg, sample_weight)
+  end subroutine train_r32
+
+  subroutine net_gradients(self, x, y, loss, grads, stat, errmsg, sample_weight)
+    !! The loss and its gradient with respect to every tensor (flat, file order, concatenated
+    !! into grads, which must hold the sum of the tensor sizes), without changing anything.
+    class(fkb_network), intent(inout) :: self
+    real(real64), intent(in) :: x(:, :), y(:, :)
+    real(real64), intent(out) :: loss
+    real(real64), intent(out) :: grads(:)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    real(real64), intent(in), optional :: sample_weight(:)
+    type(slot_t), allocatable :: g(:)
+    character(len=:), allocatable :: msg
+    integer :: st, k
+    integer(int64) :: at, total
+    msg = ''
+    loss = 0
+    total = 0
+    do k = 1, int(self%n_tensors())
+      total = total + self%tensor_size(int(k, int64))
+    end do
+    if (.not. allocated(self%trainer)) then
+      call set_error(st, msg, FKB_ERR_ARGUMENT, 'call compile before asking for gradients')
+    else if (size(grads, kind=int64) /= total) then
+      call set_error(st, msg, FKB_ERR_SHAPE, 'grads must hold ' // int_text(total) // ' values')
+    else if (present(sample_weight)) then
+      call trainer_step(self%trainer, self%model, x, y, sample_weight, loss, .false., st, msg, g)
+    else
+      call trainer_step(self%trainer, self%model, x, y, [real(real64) ::], loss, .false., st, &
+                        msg, g)
+    end if
+    if (st == FKB_OK) then
+      at = 0
+      do k = 1, size(g)
+        grads(at + 1:at + size(g(k)%m)) = g(k)%m
+        at = at + size(g(k)%m)
+      end do
+    end if
+    call report(st, msg, stat, errmsg)
+  end subroutine net_gradients
+
+  subroutine net_evaluate(self, x, y, loss, stat, errmsg, sample_weight)
+    !! The compiled loss of the network in inference mode (Dropout off), nothing changed.
+    class(fkb_network), intent(inout) :: self
+    real(real64), intent(in) :: x(:, :), y(:, :)
+    real(real64), intent(out) :: loss
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    real(real64), intent(in), optional :: sample_weight(:)
+    real(real64), allocatable :: yp(:, :), g(:, :)
+    character(len=:), allocatable :: msg
+    integer :: st
+    msg = ''
+    loss = 0
+    if (.not. allocated(self%trainer)) then
+      call set_error(st, msg, FKB_ERR_ARGUMENT, 'call compile before evaluate')
+      call report(st, msg, stat, errmsg)
+      return
+    end if
+    allocate(yp(self%model%n_out(), size(x, 2)), g(self%model%n_out(), size(x, 2)))
+    call self%predict_core(size(x, 1, int64), size(yp, 1, int64), size(x, 2, int64), &
+                           size(yp, 2, int64), st, msg, x64=x, y64=yp)
+    if (st == FKB_OK .and. size(y, 2) /= size(x, 2)) &
+      call set_error(st, msg, FKB_ERR_SHAPE, 'y and x have different batch sizes')
+    if (st == FKB_OK) then
+      if (present(sample_weight)) then
+        call loss_and_gradient(self%trainer%loss, yp, y, sample_weight, .false., loss, g, st, msg)
+      else
+        call loss_and_gradient(self%trainer%loss, yp, y, [real(real64) ::], .false., loss, g, &
+                               st, msg)
+      end if
+    end if
+    call report(st, msg, stat, errmsg)
+  end subroutine net_evaluate
 
   ! ---- inference ----
 

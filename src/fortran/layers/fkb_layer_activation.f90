@@ -5,8 +5,9 @@ module fkb_layer_activation
   use fkb_errors, only: FKB_OK, FKB_ERR_INTERNAL, set_error
   use fkb_config, only: fkb_config_t, real_text
   use fkb_layer, only: fkb_layer_t
+  use fkb_tensor, only: fkb_tensor_t
   use fkb_activation, only: fkb_activation_t, read_activation, write_activation, &
-                            apply_activation, ACT_RELU_GENERAL, ACT_LEAKY_RELU, ACT_ELU, &
+                            apply_activation, activation_backward, ACT_RELU_GENERAL, ACT_LEAKY_RELU, ACT_ELU, &
                             ACT_SOFTMAX
   implicit none
   private
@@ -19,6 +20,9 @@ module fkb_layer_activation
     procedure :: options => act_options
     procedure :: forward_r32 => act_forward_r32
     procedure :: forward_r64 => act_forward_r64
+    procedure :: supports_training => act_supports_training
+    procedure :: backward_r32 => act_backward_r32
+    procedure :: backward_r64 => act_backward_r64
   end type fkb_activation_layer_t
 
 contains
@@ -95,5 +99,34 @@ contains
     y = x
     call apply_activation(self%act, self%n_out, size(y, 2, kind=int64), y)
   end subroutine act_forward_r64
+
+  logical function act_supports_training(self)
+    class(fkb_activation_layer_t), intent(in) :: self
+    act_supports_training = .true.
+  end function act_supports_training
+
+  subroutine act_backward_r32(self, x, y, cache, dy, dx, grads, need_dx, dz_given)
+    class(fkb_activation_layer_t), intent(in) :: self
+    real(real32), intent(in), contiguous :: x(:, :), y(:, :), cache(:, :)
+    real(real32), intent(inout), contiguous :: dy(:, :), dx(:, :)
+    type(fkb_tensor_t), intent(inout) :: grads(:)
+    logical, intent(in) :: need_dx, dz_given
+    if (.not. need_dx) return
+    if (.not. dz_given) call activation_backward(self%act, self%n_out, size(x, 2, kind=int64), &
+                                                 x, y, dy)
+    dx = dy
+  end subroutine act_backward_r32
+
+  subroutine act_backward_r64(self, x, y, cache, dy, dx, grads, need_dx, dz_given)
+    class(fkb_activation_layer_t), intent(in) :: self
+    real(real64), intent(in), contiguous :: x(:, :), y(:, :), cache(:, :)
+    real(real64), intent(inout), contiguous :: dy(:, :), dx(:, :)
+    type(fkb_tensor_t), intent(inout) :: grads(:)
+    logical, intent(in) :: need_dx, dz_given
+    if (.not. need_dx) return
+    if (.not. dz_given) call activation_backward(self%act, self%n_out, size(x, 2, kind=int64), &
+                                                 x, y, dy)
+    dx = dy
+  end subroutine act_backward_r64
 
 end module fkb_layer_activation

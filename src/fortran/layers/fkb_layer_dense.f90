@@ -5,8 +5,10 @@ module fkb_layer_dense
   use fkb_errors, only: FKB_OK, FKB_ERR_FORMAT, set_error
   use fkb_config, only: fkb_config_t, int_text
   use fkb_layer, only: fkb_layer_t
-  use fkb_activation, only: fkb_activation_t, read_activation, write_activation, bias_activation
-  use fkb_blas, only: gemm, gemv, BLAS_INT_MAX
+  use fkb_activation, only: fkb_activation_t, read_activation, write_activation, bias_activation, &
+                            apply_activation, activation_backward
+  use fkb_tensor, only: fkb_tensor_t
+  use fkb_blas, only: gemm, gemv, gemm_nt, gemm_tn, BLAS_INT_MAX
   implicit none
   private
   public :: fkb_dense_t
@@ -19,6 +21,12 @@ module fkb_layer_dense
     procedure :: options => dense_options
     procedure :: forward_r32 => dense_forward_r32
     procedure :: forward_r64 => dense_forward_r64
+    procedure :: supports_training => dense_supports_training
+    procedure :: cache_size => dense_cache_size
+    procedure :: train_forward_r32 => dense_train_forward_r32
+    procedure :: train_forward_r64 => dense_train_forward_r64
+    procedure :: backward_r32 => dense_backward_r32
+    procedure :: backward_r64 => dense_backward_r64
   end type fkb_dense_t
 
 contains
@@ -90,5 +98,75 @@ contains
       call bias_activation(self%act, self%n_out, n, y)
     end if
   end subroutine dense_forward_r64
+
+  logical function dense_supports_training(self)
+    class(fkb_dense_t), intent(in) :: self
+    dense_supports_training = .true.
+  end function dense_supports_training
+
+  integer(int64) function dense_cache_size(self)
+    class(fkb_dense_t), intent(in) :: self
+    dense_cache_size = self%n_out
+  end function dense_cache_size
+
+  subroutine dense_train_forward_r32(self, x, y, cache, key)
+    ! z = W x + b kept in the cache, y = act(z).
+    class(fkb_dense_t), intent(in) :: self
+    real(real32), intent(in), contiguous :: x(:, :)
+    real(real32), intent(inout), contiguous :: y(:, :), cache(:, :)
+    integer(int64), intent(in) :: key
+    type(fkb_activation_t) :: linear
+    integer(int64) :: n
+    n = size(x, 2, kind=int64)
+    call gemm(self%n_out, n, self%n_in, self%params(1)%r32, x, cache)
+    if (self%use_bias) call bias_activation(linear, self%n_out, n, cache, self%params(2)%r32)
+    y = cache
+    call apply_activation(self%act, self%n_out, n, y)
+  end subroutine dense_train_forward_r32
+
+  subroutine dense_backward_r32(self, x, y, cache, dy, dx, grads, need_dx, dz_given)
+    class(fkb_dense_t), intent(in) :: self
+    real(real32), intent(in), contiguous :: x(:, :), y(:, :), cache(:, :)
+    real(real32), intent(inout), contiguous :: dy(:, :), dx(:, :)
+    type(fkb_tensor_t), intent(inout) :: grads(:)
+    logical, intent(in) :: need_dx, dz_given
+    integer(int64) :: n
+    n = size(x, 2, kind=int64)
+    if (.not. dz_given) call activation_backward(self%act, self%n_out, n, cache, y, dy)
+    ! dW (n_out, n_in) = dz . x^T: the layout of the kernel tensor (Keras (n_in, units), C order)
+    call gemm_nt(self%n_out, self%n_in, n, dy, x, grads(1)%r32, 0.0_real32)
+    if (self%use_bias) grads(2)%r32 = sum(dy, dim=2)
+    if (need_dx) call gemm_tn(self%n_in, n, self%n_out, self%params(1)%r32, dy, dx)
+  end subroutine dense_backward_r32
+
+  subroutine dense_train_forward_r64(self, x, y, cache, key)
+    ! z = W x + b kept in the cache, y = act(z).
+    class(fkb_dense_t), intent(in) :: self
+    real(real64), intent(in), contiguous :: x(:, :)
+    real(real64), intent(inout), contiguous :: y(:, :), cache(:, :)
+    integer(int64), intent(in) :: key
+    type(fkb_activation_t) :: linear
+    integer(int64) :: n
+    n = size(x, 2, kind=int64)
+    call gemm(self%n_out, n, self%n_in, self%params(1)%r64, x, cache)
+    if (self%use_bias) call bias_activation(linear, self%n_out, n, cache, self%params(2)%r64)
+    y = cache
+    call apply_activation(self%act, self%n_out, n, y)
+  end subroutine dense_train_forward_r64
+
+  subroutine dense_backward_r64(self, x, y, cache, dy, dx, grads, need_dx, dz_given)
+    class(fkb_dense_t), intent(in) :: self
+    real(real64), intent(in), contiguous :: x(:, :), y(:, :), cache(:, :)
+    real(real64), intent(inout), contiguous :: dy(:, :), dx(:, :)
+    type(fkb_tensor_t), intent(inout) :: grads(:)
+    logical, intent(in) :: need_dx, dz_given
+    integer(int64) :: n
+    n = size(x, 2, kind=int64)
+    if (.not. dz_given) call activation_backward(self%act, self%n_out, n, cache, y, dy)
+    ! dW (n_out, n_in) = dz . x^T: the layout of the kernel tensor (Keras (n_in, units), C order)
+    call gemm_nt(self%n_out, self%n_in, n, dy, x, grads(1)%r64, 0.0_real64)
+    if (self%use_bias) grads(2)%r64 = sum(dy, dim=2)
+    if (need_dx) call gemm_tn(self%n_in, n, self%n_out, self%params(1)%r64, dy, dx)
+  end subroutine dense_backward_r64
 
 end module fkb_layer_dense

@@ -6,6 +6,7 @@ module fkb_layer_identity
   use fkb_config, only: fkb_config_t, real_text
   use fkb_layer, only: fkb_layer_t
   use fkb_random, only: mix64, uniform_open
+  use fkb_tensor, only: fkb_tensor_t
   implicit none
   private
   public :: fkb_identity_t
@@ -21,6 +22,12 @@ module fkb_layer_identity
     procedure :: is_stochastic => id_is_stochastic
     procedure :: sample_r32 => id_sample_r32
     procedure :: sample_r64 => id_sample_r64
+    procedure :: supports_training => id_supports_training
+    procedure :: cache_size => id_cache_size
+    procedure :: train_forward_r32 => id_train_forward_r32
+    procedure :: train_forward_r64 => id_train_forward_r64
+    procedure :: backward_r32 => id_backward_r32
+    procedure :: backward_r64 => id_backward_r64
   end type fkb_identity_t
 
 contains
@@ -101,5 +108,75 @@ contains
     real(real64), intent(inout), contiguous :: y(:, :)
     y = x
   end subroutine id_forward_r64
+
+  logical function id_supports_training(self)
+    class(fkb_identity_t), intent(in) :: self
+    id_supports_training = .true.
+  end function id_supports_training
+
+  integer(int64) function id_cache_size(self)
+    class(fkb_identity_t), intent(in) :: self
+    id_cache_size = merge(self%n_in, 0_int64, self%is_stochastic())
+  end function id_cache_size
+
+  subroutine id_train_forward_r32(self, x, y, cache, key)
+    ! Training-mode Dropout keeps its scaled mask (0 or 1/(1-rate)) for the backward pass.
+    class(fkb_identity_t), intent(in) :: self
+    real(real32), intent(in), contiguous :: x(:, :)
+    real(real32), intent(inout), contiguous :: y(:, :), cache(:, :)
+    integer(int64), intent(in) :: key
+    if (self%is_stochastic()) then
+      cache = 1
+      call self%sample(cache, y, key)      ! y = the mask
+      cache = y
+      y = x * cache
+    else
+      y = x
+    end if
+  end subroutine id_train_forward_r32
+
+  subroutine id_backward_r32(self, x, y, cache, dy, dx, grads, need_dx, dz_given)
+    class(fkb_identity_t), intent(in) :: self
+    real(real32), intent(in), contiguous :: x(:, :), y(:, :), cache(:, :)
+    real(real32), intent(inout), contiguous :: dy(:, :), dx(:, :)
+    type(fkb_tensor_t), intent(inout) :: grads(:)
+    logical, intent(in) :: need_dx, dz_given
+    if (.not. need_dx) return
+    if (self%is_stochastic()) then
+      dx = dy * cache
+    else
+      dx = dy
+    end if
+  end subroutine id_backward_r32
+
+  subroutine id_train_forward_r64(self, x, y, cache, key)
+    ! Training-mode Dropout keeps its scaled mask (0 or 1/(1-rate)) for the backward pass.
+    class(fkb_identity_t), intent(in) :: self
+    real(real64), intent(in), contiguous :: x(:, :)
+    real(real64), intent(inout), contiguous :: y(:, :), cache(:, :)
+    integer(int64), intent(in) :: key
+    if (self%is_stochastic()) then
+      cache = 1
+      call self%sample(cache, y, key)      ! y = the mask
+      cache = y
+      y = x * cache
+    else
+      y = x
+    end if
+  end subroutine id_train_forward_r64
+
+  subroutine id_backward_r64(self, x, y, cache, dy, dx, grads, need_dx, dz_given)
+    class(fkb_identity_t), intent(in) :: self
+    real(real64), intent(in), contiguous :: x(:, :), y(:, :), cache(:, :)
+    real(real64), intent(inout), contiguous :: dy(:, :), dx(:, :)
+    type(fkb_tensor_t), intent(inout) :: grads(:)
+    logical, intent(in) :: need_dx, dz_given
+    if (.not. need_dx) return
+    if (self%is_stochastic()) then
+      dx = dy * cache
+    else
+      dx = dy
+    end if
+  end subroutine id_backward_r64
 
 end module fkb_layer_identity

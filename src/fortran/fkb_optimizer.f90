@@ -1,0 +1,264 @@
+!! Optimizers with Keras 3's update rules and defaults: SGD (momentum, nesterov), Adam
+!! (amsgrad), AdamW, RMSprop (rho, momentum, centered), Adagrad, Nadam; gradient clipping
+!! (clipnorm, clipvalue, global_clipnorm) and weight decay, applied in Keras' order:
+!! clip -> decay -> update of every variable -> iterations + 1.
+!!
+!! Specs are text: "adam learning_rate=0.001 beta_1=0.9 amsgrad=1". Arithmetic in double
+!! precision; a float32 network rounds its weights back to float32 after each step.
+module fkb_optimizer
+  use iso_fortran_env, only: real64, int64
+  use fkb_errors, only: FKB_OK, FKB_ERR_UNSUPPORTED, FKB_ERR_ARGUMENT, set_error
+  use fkb_config, only: fkb_config_t, real_text, int_text
+  use fkb_text, only: string_t, split_fields
+  implicit none
+  private
+  public :: fkb_optimizer_t, slot_t, parse_optimizer, optimizer_step
+
+  enum, bind(c)
+    enumerator :: OPT_SGD = 1, OPT_ADAM, OPT_ADAMW, OPT_RMSPROP, OPT_ADAGRAD, OPT_NADAM
+  end enum
+
+  type :: slot_t
+    !! Optimizer state of one variable (which arrays are used depends on the optimizer).
+    real(real64), allocatable :: m(:), v(:), vhat(:)
+  end type slot_t
+
+  type :: fkb_optimizer_t
+    integer :: id = OPT_SGD
+    character(len=:), allocatable :: name
+    real(real64) :: learning_rate = 0.01_real64
+    real(real64) :: beta_1 = 0.9_real64, beta_2 = 0.999_real64, epsilon = 1e-7_real64
+    real(real64) :: momentum = 0, rho = 0.9_real64, initial_accumulator_value = 0.1_real64
+    real(real64) :: weight_decay = 0
+    real(real64) :: clipnorm = -1, clipvalue = -1, global_clipnorm = -1   !! < 0: off
+    logical :: nesterov = .false., amsgrad = .false., centered = .false.
+    integer(int64) :: iterations = 0
+    real(real64) :: u_product = 1        !! Nadam's running product of momentum factors
+    type(slot_t), allocatable :: slots(:)
+  end type fkb_optimizer_t
+
+contains
+
+  subroutine parse_optimizer(text, opt, stat, msg)
+    !! Parses an optimizer spec; Keras' names (any case) and argument names and defaults.
+    character(len=*), intent(in) :: text
+    type(fkb_optimizer_t), intent(out) :: opt
+    integer, intent(out) :: stat
+    character(len=:), allocatable, intent(inout) :: msg
+    type(string_t), allocatable :: f(:)
+    type(fkb_config_t) :: cfg
+    character(len=:), allocatable :: unused, name
+    real(real64) :: d_lr, d_wd
+    integer :: k, eq
+    stat = FKB_OK
+    f = split_fields(text, ' ')
+    if (size(f) == 0) then
+      call set_error(stat, msg, FKB_ERR_ARGUMENT, 'empty optimizer')
+      return
+    end if
+    name = lower(f(1)%s)
+    select case (name)
+    case ('sgd'); opt%id = OPT_SGD; opt%learning_rate = 0.01_real64
+    case ('adam'); opt%id = OPT_ADAM; opt%learning_rate = 0.001_real64
+    case ('adamw'); opt%id = OPT_ADAMW; opt%learning_rate = 0.001_real64
+      opt%weight_decay = 0.004_real64
+    case ('rmsprop'); opt%id = OPT_RMSPROP; opt%learning_rate = 0.001_real64
+    case ('adagrad'); opt%id = OPT_ADAGRAD; opt%learning_rate = 0.001_real64
+    case ('nadam'); opt%id = OPT_NADAM; opt%learning_rate = 0.001_real64
+    case default
+      call set_error(stat, msg, FKB_ERR_UNSUPPORTED, "unknown optimizer '" // f(1)%s // "'")
+      return
+    end select
+    opt%name = name
+    cfg%where = "optimizer '" // f(1)%s // "'"
+    do k = 2, size(f)
+      eq = index(f(k)%s, '=')
+      if (eq < 2) then
+        call set_error(stat, msg, FKB_ERR_ARGUMENT, cfg%where // ": malformed option '" // &
+                       f(k)%s // "'")
+        return
+      end if
+      call cfg%set(f(k)%s(1:eq - 1), f(k)%s(eq + 1:))
+    end do
+    ! The defaults set above, copied: an argument must not alias its own default.
+    d_lr = opt%learning_rate
+    d_wd = opt%weight_decay
+    call cfg%get_real('learning_rate', opt%learning_rate, stat, msg, default=d_lr)
+    if (stat == FKB_OK) call cfg%get_real('weight_decay', opt%weight_decay, stat, msg, &
+                                          default=d_wd)
+    if (stat == FKB_OK) call cfg%get_real('clipnorm', opt%clipnorm, stat, msg, default=-1.0_real64)
+    if (stat == FKB_OK) call cfg%get_real('clipvalue', opt%clipvalue, stat, msg, default=-1.0_real64)
+    if (stat == FKB_OK) call cfg%get_real('global_clipnorm', opt%global_clipnorm, stat, msg, &
+                                          default=-1.0_real64)
+    if (stat == FKB_OK .and. cfg%has('iterations')) &
+      call cfg%get_int('iterations', opt%iterations, stat, msg)
+    select case (opt%id)
+    case (OPT_SGD)
+      if (stat == FKB_OK) call cfg%get_real('momentum', opt%momentum, stat, msg, default=0.0_real64)
+      if (stat == FKB_OK) call cfg%get_bool('nesterov', opt%nesterov, stat, msg, default=.false.)
+    case (OPT_ADAM, OPT_ADAMW, OPT_NADAM)
+      if (stat == FKB_OK) call cfg%get_real('beta_1', opt%beta_1, stat, msg, default=0.9_real64)
+      if (stat == FKB_OK) call cfg%get_real('beta_2', opt%beta_2, stat, msg, default=0.999_real64)
+      if (stat == FKB_OK) call cfg%get_real('epsilon', opt%epsilon, stat, msg, default=1e-7_real64)
+      if (stat == FKB_OK .and. opt%id /= OPT_NADAM) &
+        call cfg%get_bool('amsgrad', opt%amsgrad, stat, msg, default=.false.)
+    case (OPT_RMSPROP)
+      if (stat == FKB_OK) call cfg%get_real('rho', opt%rho, stat, msg, default=0.9_real64)
+      if (stat == FKB_OK) call cfg%get_real('momentum', opt%momentum, stat, msg, default=0.0_real64)
+      if (stat == FKB_OK) call cfg%get_real('epsilon', opt%epsilon, stat, msg, default=1e-7_real64)
+      if (stat == FKB_OK) call cfg%get_bool('centered', opt%centered, stat, msg, default=.false.)
+    case (OPT_ADAGRAD)
+      if (stat == FKB_OK) call cfg%get_real('initial_accumulator_value', &
+                                            opt%initial_accumulator_value, stat, msg, &
+                                            default=0.1_real64)
+      if (stat == FKB_OK) call cfg%get_real('epsilon', opt%epsilon, stat, msg, default=1e-7_real64)
+    end select
+    if (stat /= FKB_OK) return
+    unused = cfg%unused_key()
+    if (len(unused) > 0) then
+      call set_error(stat, msg, FKB_ERR_UNSUPPORTED, cfg%where // ": unknown option '" // &
+                     unused // "'")
+    else if (.not. (opt%learning_rate > 0 .and. opt%learning_rate <= huge(1.0_real64))) then
+      call set_error(stat, msg, FKB_ERR_ARGUMENT, cfg%where // ': learning_rate must be a &
+                     &positive number, got ' // real_text(opt%learning_rate))
+    else if (opt%clipnorm > 0 .and. opt%global_clipnorm > 0) then
+      call set_error(stat, msg, FKB_ERR_ARGUMENT, cfg%where // ': clipnorm and &
+                     &global_clipnorm cannot both be set (as in Keras)')
+    else if (.not. (opt%weight_decay >= 0) .or. .not. (opt%momentum >= 0)) then
+      call set_error(stat, msg, FKB_ERR_ARGUMENT, cfg%where // ': weight_decay and momentum &
+                     &must be >= 0')
+    end if
+  end subroutine parse_optimizer
+
+  subroutine optimizer_step(opt, vars, grads)
+    !! One update of every variable vars(k)%m (the weights, as double) from grads(k)%m.
+    type(fkb_optimizer_t), intent(inout) :: opt
+    type(slot_t), intent(inout) :: vars(:)
+    type(slot_t), intent(inout) :: grads(:)
+    real(real64) :: lr, norm, scale, t, b1p, b2p, alpha, u_t, u_t1, up, up1
+    integer :: k
+    if (.not. allocated(opt%slots)) call init_slots(opt, vars)
+    lr = opt%learning_rate
+    ! 1. Clipping.
+    if (opt%clipnorm > 0) then
+      do k = 1, size(grads)
+        norm = sqrt(sum(grads(k)%m**2))
+        if (norm > 0) grads(k)%m = grads(k)%m * opt%clipnorm / max(norm, opt%clipnorm)
+      end do
+    end if
+    if (opt%global_clipnorm > 0) then
+      norm = 0
+      do k = 1, size(grads)
+        norm = norm + sum(grads(k)%m**2)
+      end do
+      norm = sqrt(norm)
+      if (norm > 0) then
+        scale = opt%global_clipnorm * min(1 / norm, 1 / opt%global_clipnorm)
+        do k = 1, size(grads)
+          grads(k)%m = grads(k)%m * scale
+        end do
+      end if
+    end if
+    if (opt%clipvalue > 0) then
+      do k = 1, size(grads)
+        grads(k)%m = min(max(grads(k)%m, -opt%clipvalue), opt%clipvalue)
+      end do
+    end if
+    ! 2. Weight decay (decoupled, as Keras applies it to every optimizer that has one).
+    if (opt%weight_decay > 0) then
+      do k = 1, size(vars)
+        vars(k)%m = vars(k)%m - vars(k)%m * opt%weight_decay * lr
+      end do
+    end if
+    ! 3. The update rule.
+    t = real(opt%iterations + 1, real64)
+    if (opt%id == OPT_NADAM) then
+      u_t = opt%beta_1 * (1 - 0.5_real64 * 0.96_real64**t)
+      opt%u_product = opt%u_product * u_t
+    end if
+    do k = 1, size(vars)
+      associate (w => vars(k)%m, g => grads(k)%m, s => opt%slots(k))
+        select case (opt%id)
+        case (OPT_SGD)
+          if (opt%momentum /= 0) then
+            s%m = s%m * opt%momentum - g * lr
+            if (opt%nesterov) then
+              w = w + (s%m * opt%momentum - g * lr)
+            else
+              w = w + s%m
+            end if
+          else
+            w = w - g * lr
+          end if
+        case (OPT_ADAM, OPT_ADAMW)
+          b1p = opt%beta_1**t
+          b2p = opt%beta_2**t
+          alpha = lr * sqrt(1 - b2p) / (1 - b1p)
+          s%m = s%m + (g - s%m) * (1 - opt%beta_1)
+          s%v = s%v + (g * g - s%v) * (1 - opt%beta_2)
+          if (opt%amsgrad) then
+            s%vhat = max(s%vhat, s%v)
+            w = w - (s%m * alpha) / (sqrt(s%vhat) + opt%epsilon)
+          else
+            w = w - (s%m * alpha) / (sqrt(s%v) + opt%epsilon)
+          end if
+        case (OPT_RMSPROP)
+          s%v = opt%rho * s%v + (1 - opt%rho) * g * g
+          if (opt%centered) then
+            s%vhat = opt%rho * s%vhat + (1 - opt%rho) * g
+            g = (lr * g) / sqrt(s%v - s%vhat**2 + opt%epsilon)
+          else
+            g = (lr * g) / sqrt(s%v + opt%epsilon)
+          end if
+          if (opt%momentum > 0) then
+            s%m = opt%momentum * s%m + g
+            w = w - s%m
+          else
+            w = w - g
+          end if
+        case (OPT_ADAGRAD)
+          s%v = s%v + g * g
+          w = w - (lr * g) / sqrt(s%v + opt%epsilon)
+        case (OPT_NADAM)
+          u_t = opt%beta_1 * (1 - 0.5_real64 * 0.96_real64**t)
+          u_t1 = opt%beta_1 * (1 - 0.5_real64 * 0.96_real64**(t + 1))
+          up = opt%u_product
+          up1 = up * u_t1
+          b2p = opt%beta_2**t
+          s%m = s%m + (g - s%m) * (1 - opt%beta_1)
+          s%v = s%v + (g * g - s%v) * (1 - opt%beta_2)
+          w = w - ((u_t1 * s%m / (1 - up1) + (1 - u_t) * g / (1 - up)) * lr) / &
+                  (sqrt(s%v / (1 - b2p)) + opt%epsilon)
+        end select
+      end associate
+    end do
+    opt%iterations = opt%iterations + 1
+  end subroutine optimizer_step
+
+  subroutine init_slots(opt, vars)
+    type(fkb_optimizer_t), intent(inout) :: opt
+    type(slot_t), intent(in) :: vars(:)
+    integer :: k
+    integer(int64) :: n
+    allocate(opt%slots(size(vars)))
+    do k = 1, size(vars)
+      n = size(vars(k)%m, kind=int64)
+      allocate(opt%slots(k)%m(n), opt%slots(k)%v(n), opt%slots(k)%vhat(n))
+      opt%slots(k)%m = 0
+      opt%slots(k)%v = 0
+      opt%slots(k)%vhat = 0
+      if (opt%id == OPT_ADAGRAD) opt%slots(k)%v = opt%initial_accumulator_value
+    end do
+  end subroutine init_slots
+
+  pure function lower(s) result(r)
+    character(len=*), intent(in) :: s
+    character(len=len(s)) :: r
+    integer :: i
+    r = s
+    do i = 1, len(s)
+      if (s(i:i) >= 'A' .and. s(i:i) <= 'Z') r(i:i) = achar(iachar(s(i:i)) + 32)
+    end do
+  end function lower
+
+end module fkb_optimizer

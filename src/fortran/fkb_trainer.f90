@@ -1,0 +1,196 @@
+!! Training a loaded model in place: the loss, the optimizer and its state, and one step of
+!! forward (training mode) -> loss -> backward -> update, batch-major with GEMM.
+!!
+!! Layers compute in the network's precision; the loss and the optimizer in double precision
+!! (float32 weights are rounded back after each step). Dropout is active while training, with
+!! masks from a counter-based stream keyed by the step number.
+module fkb_trainer
+  use iso_fortran_env, only: real32, real64, int64
+  use fkb_errors, only: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_SHAPE, FKB_ERR_UNSUPPORTED, &
+                        FKB_ERR_MEMORY, set_error
+  use fkb_config, only: int_text
+  use fkb_tensor, only: fkb_tensor_t, FKB_FLOAT64
+  use fkb_model, only: fkb_model_t
+  use fkb_loss, only: fkb_loss_t, parse_loss, loss_and_gradient, LOSS_BCE, LOSS_CCE, &
+                      LOSS_SPARSE_CCE
+  use fkb_optimizer, only: fkb_optimizer_t, slot_t, parse_optimizer, optimizer_step
+  use fkb_activation, only: ACT_SOFTMAX
+  use fkb_layer_dense, only: fkb_dense_t
+  use fkb_layer_activation, only: fkb_activation_layer_t
+  use fkb_random, only: mix64
+  implicit none
+  private
+  public :: fkb_trainer_t, trainer_compile, trainer_step
+
+  integer, parameter :: ACT_SIGMOID_ID = 14   !! fkb_activation's id of sigmoid
+
+  type :: grad_set
+    type(fkb_tensor_t), allocatable :: g(:)
+  end type grad_set
+
+  type :: fkb_trainer_t
+    type(fkb_loss_t) :: loss
+    type(fkb_optimizer_t) :: opt
+    logical :: shortcut = .false.   !! crossentropy from the last activation's input
+    integer(int64) :: seed = 0
+    type(fkb_tensor_t), allocatable :: acts(:), caches(:)
+    type(fkb_tensor_t) :: d(2)      !! dL/dy of the current layer and of its input
+    type(grad_set), allocatable :: grads(:)
+  end type fkb_trainer_t
+
+contains
+
+  subroutine trainer_compile(tr, model, optimizer, loss, stat, msg)
+    !! Sets the optimizer and loss (specs as text); refuses models with a layer that cannot be
+    !! trained yet, naming it.
+    type(fkb_trainer_t), intent(out) :: tr
+    type(fkb_model_t), intent(in) :: model
+    character(len=*), intent(in) :: optimizer, loss
+    integer, intent(out) :: stat
+    character(len=:), allocatable, intent(inout) :: msg
+    integer :: i, act
+    call parse_optimizer(optimizer, tr%opt, stat, msg)
+    if (stat /= FKB_OK) return
+    call parse_loss(loss, tr%loss, stat, msg)
+    if (stat /= FKB_OK) return
+    do i = 1, model%n_layers
+      if (.not. model%layers(i)%l%supports_training()) then
+        call set_error(stat, msg, FKB_ERR_UNSUPPORTED, "layer '" // model%layers(i)%l%name // &
+                       "' (" // model%layers(i)%l%type_name // ') has no backward pass yet: &
+                       &this model cannot be trained in FKB')
+        return
+      end if
+    end do
+    if (model%n_layers == 0) then
+      call set_error(stat, msg, FKB_ERR_ARGUMENT, 'the model has no layers to train')
+      return
+    end if
+    ! Keras computes a crossentropy from logits when the output comes straight from a sigmoid
+    ! (binary) or softmax (categorical) activation; so do we, for the same gradients.
+    act = 0
+    select type (l => model%layers(model%n_layers)%l)
+    type is (fkb_dense_t)
+      act = l%act%id
+    type is (fkb_activation_layer_t)
+      act = l%act%id
+    end select
+    if (.not. tr%loss%from_logits) then
+      tr%shortcut = (tr%loss%id == LOSS_BCE .and. act == ACT_SIGMOID_ID) .or. &
+                    ((tr%loss%id == LOSS_CCE .or. tr%loss%id == LOSS_SPARSE_CCE) .and. &
+                     act == ACT_SOFTMAX)
+    end if
+  end subroutine trainer_compile
+
+  subroutine trainer_step(tr, model, x, t, w, value, apply, stat, msg, gradients)
+    !! One training step on x(n_in, batch) with targets t(n_out or 1, batch) and sample
+    !! weights w (size batch or 0): value = the loss before the update. With apply false the
+    !! weights stay as they are and `gradients` (if present) receives dL/dparams, one flat
+    !! array per tensor in file order. A NaN or infinite loss is reported and nothing changes.
+    type(fkb_trainer_t), intent(inout) :: tr
+    type(fkb_model_t), intent(inout) :: model
+    real(real64), intent(in) :: x(:, :), t(:, :), w(:)
+    real(real64), intent(out) :: value
+    logical, intent(in) :: apply
+    integer, intent(out) :: stat
+    character(len=:), allocatable, intent(inout) :: msg
+    type(slot_t), intent(inout), optional, allocatable :: gradients(:)
+    integer(int64) :: n, n_t
+    stat = FKB_OK
+    value = 0
+    n = size(x, 2, int64)
+    n_t = model%n_out()
+    if (tr%loss%id == LOSS_SPARSE_CCE) n_t = 1
+    if (n < 1) then
+      call set_error(stat, msg, FKB_ERR_ARGUMENT, 'batch size must be at least 1')
+    else if (size(x, 1, int64) /= model%n_in) then
+      call set_error(stat, msg, FKB_ERR_SHAPE, 'x has ' // int_text(size(x, 1, int64)) // &
+                     ' features per sample, the network takes ' // int_text(model%n_in))
+    else if (size(t, 1, int64) /= n_t .or. size(t, 2, int64) /= n) then
+      call set_error(stat, msg, FKB_ERR_SHAPE, 'y must be ' // int_text(n_t) // ' x ' // &
+                     int_text(n) // ' (targets per sample x batch), got ' // &
+                     int_text(size(t, 1, int64)) // ' x ' // int_text(size(t, 2, int64)))
+    end if
+    if (stat /= FKB_OK) return
+    if (model%dtype == FKB_FLOAT64) then
+      call step_r64(tr, model, x, t, w, value, apply, stat, msg, gradients)
+    else
+      call step_r32(tr, model, x, t, w, value, apply, stat, msg, gradients)
+    end if
+  end subroutine trainer_step
+
+  logical function all_finite(values)
+    type(slot_t), intent(in) :: values(:)
+    integer :: k
+    all_finite = .true.
+    do k = 1, size(values)
+      all_finite = all_finite .and. all(abs(values(k)%m) <= huge(1.0_real64))
+    end do
+  end function all_finite
+
+  subroutine step_r32(tr, model, x, t, w, value, apply, stat, msg, gradients)
+    integer, parameter :: wp = real32
+    type(fkb_trainer_t), intent(inout), target :: tr
+    type(fkb_model_t), intent(inout), target :: model
+    real(real64), intent(in) :: x(:, :), t(:, :), w(:)
+    real(real64), intent(out) :: value
+    logical, intent(in) :: apply
+    integer, intent(out) :: stat
+    character(len=:), allocatable, intent(inout) :: msg
+    type(slot_t), intent(inout), optional, allocatable :: gradients(:)
+    integer(int64) :: n
+    include 'kernels/train_step.inc'
+  contains
+    function buf(tensor, rows) result(p)
+      ! A rows x n view of a grow-only buffer (contents kept unless it has to grow).
+      type(fkb_tensor_t), intent(inout), target :: tensor
+      integer(int64), intent(in) :: rows
+      real(wp), pointer, contiguous :: p(:, :)
+      if (allocated(tensor%r32)) then
+        if (size(tensor%r32, kind=int64) < rows * n) deallocate(tensor%r32)
+      end if
+      if (.not. allocated(tensor%r32)) allocate(tensor%r32(max(1_int64, rows * n)))
+      p(1:rows, 1:n) => tensor%r32(1:rows * n)
+    end function buf
+    function flat(tensor, size_) result(p)
+      type(fkb_tensor_t), intent(inout), target :: tensor
+      integer(int64), intent(in) :: size_
+      real(wp), pointer, contiguous :: p(:)
+      if (.not. allocated(tensor%r32)) allocate(tensor%r32(size_))
+      p => tensor%r32
+    end function flat
+  end subroutine step_r32
+
+  subroutine step_r64(tr, model, x, t, w, value, apply, stat, msg, gradients)
+    integer, parameter :: wp = real64
+    type(fkb_trainer_t), intent(inout), target :: tr
+    type(fkb_model_t), intent(inout), target :: model
+    real(real64), intent(in) :: x(:, :), t(:, :), w(:)
+    real(real64), intent(out) :: value
+    logical, intent(in) :: apply
+    integer, intent(out) :: stat
+    character(len=:), allocatable, intent(inout) :: msg
+    type(slot_t), intent(inout), optional, allocatable :: gradients(:)
+    integer(int64) :: n
+    include 'kernels/train_step.inc'
+  contains
+    function buf(tensor, rows) result(p)
+      ! A rows x n view of a grow-only buffer (contents kept unless it has to grow).
+      type(fkb_tensor_t), intent(inout), target :: tensor
+      integer(int64), intent(in) :: rows
+      real(wp), pointer, contiguous :: p(:, :)
+      if (allocated(tensor%r64)) then
+        if (size(tensor%r64, kind=int64) < rows * n) deallocate(tensor%r64)
+      end if
+      if (.not. allocated(tensor%r64)) allocate(tensor%r64(max(1_int64, rows * n)))
+      p(1:rows, 1:n) => tensor%r64(1:rows * n)
+    end function buf
+    function flat(tensor, size_) result(p)
+      type(fkb_tensor_t), intent(inout), target :: tensor
+      integer(int64), intent(in) :: size_
+      real(wp), pointer, contiguous :: p(:)
+      if (.not. allocated(tensor%r64)) allocate(tensor%r64(size_))
+      p => tensor%r64
+    end function flat
+  end subroutine step_r64
+
+end module fkb_trainer

@@ -1,0 +1,185 @@
+!! Training in Fortran: analytic gradients of every activation and loss against central
+!! finite differences (float64 models; |fd - g| <= 1e-6 max(1, |g|) since the difference
+!! quotient itself is accurate to ~1e-8), optimizers reduce the loss, and the bad cases:
+!! unknown names, bad learning rates, untrainable layers, shapes, NaN loss (weights kept).
+program test_training
+  use iso_fortran_env, only: real64, int64
+  use fkb
+  use fkb_testing, only: check, finish, read_f64, case_t, read_cases
+  implicit none
+  character(len=1024) :: dir
+  type(case_t), allocatable :: cases(:)
+  character(len=*), parameter :: LOSSES(9) = [character(len=60) :: 'mean_squared_error', &
+    'mean_absolute_error', 'huber delta=0.5', 'log_cosh', 'mean_absolute_percentage_error', &
+    'categorical_crossentropy', 'categorical_crossentropy from_logits=1 label_smoothing=0.1', &
+    'binary_crossentropy from_logits=1', 'sparse_categorical_crossentropy from_logits=1']
+  integer :: c, k
+
+  call get_command_argument(1, dir)
+  call read_cases(trim(dir), cases)
+  ! Every activation (the dense_* cases) with MSE.
+  do c = 1, size(cases)
+    if (cases(c)%dtype /= 'float64') cycle
+    if (index(cases(c)%name, 'dense_') /= 1 .and. cases(c)%name /= 'activation_layers_float64' &
+        .and. cases(c)%name /= 'relu_layers_float64' .and. &
+        cases(c)%name /= 'leaky_elu_layers_float64' .and. cases(c)%name /= 'spcam_like_float64') &
+      cycle
+    if (cases(c)%name == 'dense_exponential_float64') cycle   ! outputs too large for FD here
+    call fd_check(cases(c), 'mean_squared_error')
+  end do
+  ! Every loss on one model with a softmax output (probabilities, positive).
+  do k = 1, size(LOSSES)
+    do c = 1, size(cases)
+      if (cases(c)%name == 'dense_softmax_float64') call fd_check(cases(c), trim(LOSSES(k)))
+    end do
+  end do
+  call descent_and_errors()
+  call finish()
+
+contains
+
+  subroutine fd_check(cs, loss)
+    type(case_t), intent(in) :: cs
+    character(len=*), intent(in) :: loss
+    type(fkb_network) :: net
+    integer, parameter :: B = 5
+    real(real64), allocatable :: x(:, :), y(:, :), g(:), v(:), vp(:)
+    real(real64) :: l0, lp, lm, h, fd, worst
+    integer(int64) :: i, j, total, offset
+    integer :: stat
+    character(len=512) :: msg
+    allocate(x(cs%n_in, cs%n))
+    call read_f64(trim(dir) // '/' // cs%name // '.x.bin', x)
+    call net%load(trim(dir) // '/' // cs%name // '.fkb')
+    msg = ''
+    call net%compile('sgd', loss, stat=stat, errmsg=msg)
+    call check(stat == FKB_OK, cs%name // ': compile ' // loss // ': ' // trim(msg))
+    if (stat /= FKB_OK) return
+    allocate(y(cs%n_out, B))
+    y = targets(loss, cs%n_out, B)
+    if (index(loss, 'sparse') > 0) y = reshape([(real(mod(j, cs%n_out), real64), j=1, B)], &
+                                               [1_int64, int(B, int64)])
+    total = 0
+    do i = 1, net%n_tensors()
+      total = total + net%tensor_size(i)
+    end do
+    allocate(g(total))
+    call net%gradients(x(:, 1:B), y, l0, g, stat=stat, errmsg=msg)
+    call check(stat == FKB_OK, cs%name // ': gradients: ' // trim(msg))
+    if (stat /= FKB_OK) return
+    ! Central differences on a few entries of every tensor.
+    worst = 0
+    offset = 0
+    do i = 1, net%n_tensors()
+      allocate(v(net%tensor_size(i)))
+      call net%get_tensor(i, v)
+      do j = 1, size(v, kind=int64), max(1_int64, size(v, kind=int64) / 4)
+        h = 1e-6_real64 * max(1.0_real64, abs(v(j)))
+        vp = v
+        vp(j) = v(j) + h
+        call net%set_tensor(i, vp)
+        call loss_only(net, x(:, 1:B), y, lp)
+        vp(j) = v(j) - h
+        call net%set_tensor(i, vp)
+        call loss_only(net, x(:, 1:B), y, lm)
+        fd = (lp - lm) / (2 * h)
+        worst = max(worst, abs(fd - g(offset + j)) / max(1.0_real64, abs(g(offset + j))))
+      end do
+      call net%set_tensor(i, v)
+      offset = offset + size(v)
+      deallocate(v)
+    end do
+    call check(worst <= 1e-6_real64, cs%name // ' / ' // loss // &
+               ': gradients = finite differences (worst ' // rtoa(worst) // ')')
+  end subroutine fd_check
+
+  subroutine loss_only(net, x, y, l)
+    type(fkb_network), intent(inout) :: net
+    real(real64), intent(in) :: x(:, :), y(:, :)
+    real(real64), intent(out) :: l
+    call net%evaluate(x, y, l)
+  end subroutine loss_only
+
+  function targets(loss, m, n) result(t)
+    character(len=*), intent(in) :: loss
+    integer(int64), intent(in) :: m
+    integer, intent(in) :: n
+    real(real64) :: t(m, n)
+    integer :: i, j
+    do j = 1, n
+      do i = 1, int(m)
+        t(i, j) = 0.1_real64 * mod(7 * i + 3 * j, 10) + 0.05_real64
+      end do
+      if (index(loss, 'categorical') > 0) t(:, j) = t(:, j) / sum(t(:, j))
+    end do
+  end function targets
+
+  subroutine descent_and_errors()
+    type(fkb_network) :: net
+    real(real64), allocatable :: x(:, :), y(:, :), before(:), after(:)
+    real(real64) :: l, first, last
+    character(len=*), parameter :: OPTS(6) = [character(len=40) :: 'sgd momentum=0.9', &
+      'adam', 'adamw', 'rmsprop centered=1', 'adagrad learning_rate=0.05', 'nadam']
+    character(len=512) :: msg
+    integer :: stat, k, step
+    character(len=:), allocatable :: path
+    path = trim(dir) // '/spcam_like_float32.fkb'
+    allocate(x(94, 64), y(65, 64))
+    call read_f64(trim(dir) // '/spcam_like_float32.x.bin', x)
+    y = 0.5_real64 * x(1:65, :)
+    do k = 1, size(OPTS)
+      call net%load(path)
+      call net%compile(trim(OPTS(k)), 'mse', stat=stat, errmsg=msg)
+      call check(stat == FKB_OK, 'compile ' // trim(OPTS(k)))
+      do step = 1, 30
+        call net%train_on_batch(x, y, l, stat=stat)
+        if (step == 1) first = l
+      end do
+      last = l
+      call check(stat == FKB_OK .and. last < first, trim(OPTS(k)) // ': 30 steps reduce the loss')
+      call check(net%iterations() == 30, trim(OPTS(k)) // ': iterations counted')
+    end do
+    ! Bad input.
+    call net%load(path)
+    call net%compile('adamax', 'mse', stat=stat, errmsg=msg)
+    call check(stat == FKB_ERR_UNSUPPORTED .and. index(msg, 'adamax') > 0, 'unknown optimizer')
+    call net%compile('adam', 'kl_divergence', stat=stat, errmsg=msg)
+    call check(stat == FKB_ERR_UNSUPPORTED .and. index(msg, 'kl_divergence') > 0, 'unknown loss')
+    call net%compile('adam learning_rate=0', 'mse', stat=stat, errmsg=msg)
+    call check(stat == FKB_ERR_ARGUMENT .and. index(msg, 'learning_rate') > 0, 'lr <= 0')
+    call net%compile('adam learning_rate=nan', 'mse', stat=stat, errmsg=msg)
+    call check(stat == FKB_ERR_ARGUMENT, 'lr NaN')
+    call net%compile('adam betas=1', 'mse', stat=stat, errmsg=msg)
+    call check(stat == FKB_ERR_UNSUPPORTED .and. index(msg, 'betas') > 0, 'unknown option')
+    call net%train_on_batch(x, y, l, stat=stat, errmsg=msg)
+    call check(stat == FKB_ERR_ARGUMENT .and. index(msg, 'compile') > 0, 'train before compile')
+    call net%compile('sgd', 'mse')
+    call net%train_on_batch(x, y(1:3, :), l, stat=stat, errmsg=msg)
+    call check(stat == FKB_ERR_SHAPE .and. index(msg, 'y must be 65 x 64') > 0, 'y shape')
+    allocate(before(net%tensor_size(1_int64)), after(net%tensor_size(1_int64)))
+    call net%get_tensor(1_int64, before)
+    y(3, 5) = ieee_nan()
+    call net%train_on_batch(x, y, l, stat=stat, errmsg=msg)
+    call check(stat == FKB_ERR_ARGUMENT .and. index(msg, 'NaN') > 0, 'NaN loss reported')
+    call net%get_tensor(1_int64, after)
+    call check(all(after == before) .and. net%iterations() == 0, 'NaN loss: weights kept')
+    call net%load(trim(dir) // '/batch_normalization_float32.fkb')
+    call net%compile('adam', 'mse', stat=stat, errmsg=msg)
+    call check(stat == FKB_ERR_UNSUPPORTED .and. index(msg, 'batch_normalization') > 0, &
+               'untrainable layer named: ' // trim(msg))
+  end subroutine descent_and_errors
+
+  real(real64) function ieee_nan()
+    use, intrinsic :: ieee_arithmetic, only: ieee_value, ieee_quiet_nan
+    ieee_nan = ieee_value(1.0_real64, ieee_quiet_nan)
+  end function ieee_nan
+
+  function rtoa(x) result(s)
+    real(real64), intent(in) :: x
+    character(len=:), allocatable :: s
+    character(len=16) :: buf
+    write (buf, '(es10.3)') x
+    s = trim(adjustl(buf))
+  end function rtoa
+
+end program test_training
