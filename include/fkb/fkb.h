@@ -133,6 +133,36 @@ FKB_API fkb_status fkb_network_get_tensor(const fkb_network *net, int64_t index,
 FKB_API fkb_status fkb_network_set_tensor(fkb_network *net, int64_t index, const double *values,
                                           int64_t count);
 
+/* ---- Training --------------------------------------------------------------------------
+ * Keras-identical losses and optimizers (docs/training.md). Specs are text with Keras' names
+ * and argument names: optimizer "adam learning_rate=0.001 amsgrad=1", loss "huber delta=0.5".
+ * y holds batch * n_targets values (n_outputs, or 1 class index per sample for
+ * sparse_categorical_crossentropy), samples contiguous like x; sample_weight may be NULL.
+ * Training calls need exclusive access to the network. */
+
+/** Sets optimizer and loss; resets the optimizer state. Refuses layers without a backward
+ *  pass (naming them), unknown names or options, learning_rate <= 0 or NaN. */
+FKB_API fkb_status fkb_network_compile(fkb_network *net, const char *optimizer, const char *loss);
+
+/** One optimizer step; *loss = the batch loss before the step. On error (shapes, a NaN or
+ *  infinite loss) weights and optimizer state are unchanged. */
+FKB_API fkb_status fkb_network_train_on_batch(fkb_network *net, const double *x, const double *y,
+                                              int64_t batch, const double *sample_weight,
+                                              double *loss);
+
+/** The compiled loss in inference mode (Dropout off); nothing changes. */
+FKB_API fkb_status fkb_network_evaluate(fkb_network *net, const double *x, const double *y,
+                                        int64_t batch, const double *sample_weight, double *loss);
+
+/** The loss and its gradient with respect to every tensor (tensor order, concatenated; count
+ *  = the sum of the tensor sizes), without changing anything. */
+FKB_API fkb_status fkb_network_gradients(fkb_network *net, const double *x, const double *y,
+                                         int64_t batch, const double *sample_weight, double *loss,
+                                         double *grads, int64_t count);
+
+/** Optimizer steps taken since fkb_network_compile (-1 if net is NULL). */
+FKB_API int64_t fkb_network_iterations(const fkb_network *net);
+
 /* ---- Ensembles -------------------------------------------------------------------------
  * Members may differ in architecture and precision but share input and output widths.
  * Statistics over the P = members x copies predictions y_p with weights w_p = w_member/copies

@@ -283,6 +283,122 @@ contains
     c_is_deterministic = merge(1_c_int, 0_c_int, is_deterministic())
   end function c_is_deterministic
 
+  ! ---- training ----
+
+  integer(c_int) function c_network_compile(handle, optimizer, loss) &
+      bind(c, name='fkb_network_compile')
+    type(c_ptr), value :: handle, optimizer, loss
+    type(fkb_network), pointer :: net
+    character(len=MSG_LEN) :: msg
+    integer :: stat
+    if (.not. get_net(handle, net) .or. .not. c_associated(optimizer) .or. &
+        .not. c_associated(loss)) then
+      c_network_compile = fail(FKB_ERR_ARGUMENT, 'fkb_network_compile: NULL argument')
+      return
+    end if
+    msg = ''
+    call net%compile(c_string(optimizer), c_string(loss), stat=stat, errmsg=msg)
+    c_network_compile = finish(stat, msg)
+  end function c_network_compile
+
+  integer(c_int64_t) function c_network_iterations(handle) bind(c, name='fkb_network_iterations')
+    type(c_ptr), value :: handle
+    type(fkb_network), pointer :: net
+    c_network_iterations = -1
+    if (get_net(handle, net)) c_network_iterations = net%iterations()
+  end function c_network_iterations
+
+  integer(c_int) function train_args(handle, x, y, batch, loss, net, xf, yf, where)
+    ! Shared checks and views of the training calls.
+    type(c_ptr), intent(in) :: handle, x, y, loss
+    integer(c_int64_t), intent(in) :: batch
+    type(fkb_network), pointer, intent(out) :: net
+    real(c_double), pointer, intent(out) :: xf(:, :), yf(:, :)
+    character(len=*), intent(in) :: where
+    train_args = FKB_OK
+    xf => null()
+    yf => null()
+    if (.not. get_net(handle, net) .or. .not. c_associated(x) .or. .not. c_associated(y) .or. &
+        .not. c_associated(loss)) then
+      train_args = fail(FKB_ERR_ARGUMENT, where // ': NULL argument')
+    else if (batch < 1) then
+      train_args = fail(FKB_ERR_ARGUMENT, where // ': batch must be at least 1')
+    else
+      call c_f_pointer(x, xf, [net%n_inputs(), batch])
+      call c_f_pointer(y, yf, [net%n_targets(), batch])
+    end if
+  end function train_args
+
+  integer(c_int) function c_network_train_on_batch(handle, x, y, batch, weights, loss) &
+      bind(c, name='fkb_network_train_on_batch')
+    type(c_ptr), value :: handle, x, y, weights, loss
+    integer(c_int64_t), value :: batch
+    type(fkb_network), pointer :: net
+    real(c_double), pointer :: xf(:, :), yf(:, :), wf(:), lf
+    character(len=MSG_LEN) :: msg
+    integer :: stat
+    c_network_train_on_batch = train_args(handle, x, y, batch, loss, net, xf, yf, &
+                                          'fkb_network_train_on_batch')
+    if (c_network_train_on_batch /= FKB_OK) return
+    call c_f_pointer(loss, lf)
+    msg = ''
+    if (c_associated(weights)) then
+      call c_f_pointer(weights, wf, [batch])
+      call net%train_on_batch(xf, yf, lf, stat=stat, errmsg=msg, sample_weight=wf)
+    else
+      call net%train_on_batch(xf, yf, lf, stat=stat, errmsg=msg)
+    end if
+    c_network_train_on_batch = finish(stat, msg)
+  end function c_network_train_on_batch
+
+  integer(c_int) function c_network_evaluate(handle, x, y, batch, weights, loss) &
+      bind(c, name='fkb_network_evaluate')
+    type(c_ptr), value :: handle, x, y, weights, loss
+    integer(c_int64_t), value :: batch
+    type(fkb_network), pointer :: net
+    real(c_double), pointer :: xf(:, :), yf(:, :), wf(:), lf
+    character(len=MSG_LEN) :: msg
+    integer :: stat
+    c_network_evaluate = train_args(handle, x, y, batch, loss, net, xf, yf, 'fkb_network_evaluate')
+    if (c_network_evaluate /= FKB_OK) return
+    call c_f_pointer(loss, lf)
+    msg = ''
+    if (c_associated(weights)) then
+      call c_f_pointer(weights, wf, [batch])
+      call net%evaluate(xf, yf, lf, stat=stat, errmsg=msg, sample_weight=wf)
+    else
+      call net%evaluate(xf, yf, lf, stat=stat, errmsg=msg)
+    end if
+    c_network_evaluate = finish(stat, msg)
+  end function c_network_evaluate
+
+  integer(c_int) function c_network_gradients(handle, x, y, batch, weights, loss, grads, count) &
+      bind(c, name='fkb_network_gradients')
+    type(c_ptr), value :: handle, x, y, weights, loss, grads
+    integer(c_int64_t), value :: batch, count
+    type(fkb_network), pointer :: net
+    real(c_double), pointer :: xf(:, :), yf(:, :), wf(:), lf, gf(:)
+    character(len=MSG_LEN) :: msg
+    integer :: stat
+    c_network_gradients = train_args(handle, x, y, batch, loss, net, xf, yf, &
+                                     'fkb_network_gradients')
+    if (c_network_gradients /= FKB_OK) return
+    if (.not. c_associated(grads) .or. count < 0) then
+      c_network_gradients = fail(FKB_ERR_ARGUMENT, 'fkb_network_gradients: NULL grads')
+      return
+    end if
+    call c_f_pointer(loss, lf)
+    call c_f_pointer(grads, gf, [count])
+    msg = ''
+    if (c_associated(weights)) then
+      call c_f_pointer(weights, wf, [batch])
+      call net%gradients(xf, yf, lf, gf, stat=stat, errmsg=msg, sample_weight=wf)
+    else
+      call net%gradients(xf, yf, lf, gf, stat=stat, errmsg=msg)
+    end if
+    c_network_gradients = finish(stat, msg)
+  end function c_network_gradients
+
   ! ---- ensembles ----
 
   logical function get_ens(handle, ens)

@@ -16,7 +16,7 @@ module fkb_network_m
   use fkb_blas, only: init_backend
   use fkb_random, only: mix64
   use fkb_trainer, only: fkb_trainer_t, trainer_compile, trainer_step
-  use fkb_loss, only: loss_and_gradient
+  use fkb_loss, only: loss_and_gradient, LOSS_SPARSE_CCE
   use fkb_optimizer, only: slot_t
   use fkb_workspace, only: ws_slot, POOL_SIZE, claim_slot, release_slot, reserve
   implicit none
@@ -50,6 +50,7 @@ module fkb_network_m
     procedure :: compile => net_compile
     procedure :: is_compiled => net_is_compiled
     procedure :: iterations => net_iterations
+    procedure :: n_targets => net_n_targets
     procedure :: evaluate => net_evaluate
     procedure :: gradients => net_gradients
     procedure, private :: train_r64, train_r32
@@ -299,6 +300,16 @@ contains
     net_iterations = 0
     if (allocated(self%trainer)) net_iterations = self%trainer%opt%iterations
   end function net_iterations
+
+  pure integer(int64) function net_n_targets(self)
+    !! Values of y per sample for the compiled loss: n_outputs, or 1 (a class index) for
+    !! sparse categorical crossentropy.
+    class(fkb_network), intent(in) :: self
+    net_n_targets = self%n_outputs()
+    if (allocated(self%trainer)) then
+      if (self%trainer%loss%id == LOSS_SPARSE_CCE) net_n_targets = 1
+    end if
+  end function net_n_targets
 
   subroutine train_r64(self, x, y, loss, stat, errmsg, sample_weight)
     !! One optimizer step on a batch x(n_inputs, batch), targets y(n_outputs, batch) (sparse
