@@ -42,7 +42,7 @@ __all__ = [
 
 MAGIC = b"\x89FKB\r\n\x1a\n"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1  # 1.1: optional training records (read here, written by the engine)
 _PREFIX = struct.Struct("<8sIIQ")  # magic, major, minor, header length: 24 bytes
 
 DTYPES = ("float32", "float64")
@@ -183,6 +183,10 @@ class ModelSpec:
     n_inputs: int
     layers: list[LayerSpec] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    #: Training state of a file saved by a compiled network (format 1.1): the optimizer and
+    #: loss specs, the state line, and the optimizer's slot arrays [(name, float64 array)].
+    #: Read and shown, not written by this module (the engine writes it).
+    training: dict[str, Any] | None = None
 
     def widths(self) -> list[int]:
         """Input width followed by each layer's output width (after validate())."""
@@ -501,6 +505,18 @@ def parse_header(text: str | bytes) -> tuple[ModelSpec, list[tuple[str, tuple[in
                 _check_int(f"{where()}: tensor {tname!r} dimension", d)
             layer.tensors.append((tname, _Placeholder(shape)))
             tensor_list.append((tdtype, shape))
+        elif rec in (b"optimizer", b"loss", b"state"):
+            if len(fields) != 2:
+                raise FKBFormatError(f"{where()}: expected '{rec.decode()} SPEC'")
+            if spec.training is None:
+                spec.training = {"slots": []}
+            spec.training[rec.decode()] = percent_decode(fields[1], where())
+        elif rec == b"slot":
+            if spec.training is None or len(fields) != 4 or fields[2] != b"float64" or \
+                    not _INT_RE.match(fields[3].decode("latin-1")):
+                raise FKBFormatError(f"{where()}: expected 'slot NAME float64 N' after the "
+                                     "optimizer record")
+            spec.training["slots"].append((fields[1].decode("latin-1"), int(fields[3])))
         elif rec == b"meta":
             in_meta = True
             if len(fields) not in (2, 3):
@@ -600,6 +616,8 @@ def decode_fkb(data: bytes, where: str = "model file") -> ModelSpec:
     spec, tensor_list = parse_header(header)
     itemsize = np.dtype(spec.dtype).itemsize
     total = _PREFIX.size + hlen + sum(itemsize * math.prod(s) for _, s in tensor_list)
+    slots = spec.training["slots"] if spec.training else []
+    total += sum(8 * n for _, n in slots)
     if len(data) < total:
         raise FKBFormatError(f"{where}: truncated ({len(data)} bytes, expected {total})")
     if len(data) > total:
@@ -614,6 +632,9 @@ def decode_fkb(data: bytes, where: str = "model file") -> ModelSpec:
             a = np.frombuffer(data, dtype=le, count=count, offset=off).reshape(ph.shape)
             layer.tensors[i] = (name, a.astype(spec.dtype))  # native order, own copy
             off += count * itemsize
+    for i, (name, n) in enumerate(slots):
+        slots[i] = (name, np.frombuffer(data, dtype="<f8", count=n, offset=off).astype(np.float64))
+        off += 8 * n
     return spec
 
 

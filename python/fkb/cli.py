@@ -109,6 +109,10 @@ def _info(args: argparse.Namespace) -> int:
     print(format_summary(spec))
     print(f"Precision: {spec.dtype}")
     print(f"Inputs: {spec.n_inputs}  Outputs: {spec.n_outputs}  Layers: {len(spec.layers)}")
+    if spec.training:
+        print(f"Training state: optimizer {spec.training.get('optimizer')!r}, loss "
+              f"{spec.training.get('loss')!r}, {spec.training.get('state')} "
+              f"({len(spec.training['slots'])} optimizer slot arrays)")
     for key, value in spec.metadata.items():
         if len(value) > 200 and not args.full:
             value = value[:200] + "…"

@@ -7,7 +7,8 @@ module fkb_io_native
                         FKB_ERR_MEMORY, FKB_ERR_UNSUPPORTED, set_error
   use fkb_config, only: fkb_config_t, percent_decode, int_text
   use fkb_tensor, only: FKB_FLOAT32, FKB_FLOAT64, dtype_name, dtype_bytes
-  use fkb_model, only: fkb_model_t
+  use fkb_model, only: fkb_model_t, train_record_t
+  use fkb_optimizer, only: slot_t
   use fkb_text, only: string_t, split_fields
   use fkb_blas, only: BLAS_INT_MAX
   implicit none
@@ -16,7 +17,7 @@ module fkb_io_native
 
   character(len=8), parameter :: MAGIC = char(137) // 'FKB' // achar(13) // achar(10) // &
                                          achar(26) // achar(10)
-  integer(int32), parameter :: FORMAT_MAJOR = 1, FORMAT_MINOR = 0
+  integer(int32), parameter :: FORMAT_MAJOR = 1, FORMAT_MINOR = 1   !! 1.1: training records
   integer(int64), parameter :: PREFIX_BYTES = 24
   integer(int64), parameter :: MAX_HEADER_BYTES = 256_int64 * 1024 * 1024
 
@@ -129,6 +130,7 @@ contains
     type(fkb_config_t) :: cfg
     character(len=:), allocatable :: key, value, lname
     integer :: i, k, eq, next_tensor, ios
+    integer(int64) :: slot_len
     logical :: ok, have_dtype, have_input, ended
     stat = FKB_OK
     lines = split_fields(header, new_line('a'))
@@ -232,8 +234,50 @@ contains
           return
         end if
         call model%set_meta(key, value)
+      case ('optimizer', 'loss', 'state')
+        ! Training state (format 1.1): kept for the network to restore.
+        if (size(f) /= 2 .or. .not. have_input) then
+          call bad('malformed ' // f(1)%s // ' record')
+          return
+        end if
+        if (.not. tensors_complete()) return
+        if (.not. allocated(model%train)) then
+          allocate(model%train)
+          allocate(model%train%slot_names(0), model%train%slots(0))
+        end if
+        call percent_decode(f(2)%s, value, ok)
+        if (.not. ok) then
+          call bad('bad percent-encoding')
+          return
+        end if
+        select case (f(1)%s)
+        case ('optimizer'); model%train%optimizer = value
+        case ('loss'); model%train%loss = value
+        case ('state'); model%train%state = value
+        end select
+      case ('slot')
+        ios = 1
+        if (size(f) == 4 .and. allocated(model%train)) then
+          if (f(3)%s == 'float64' .and. verify(f(4)%s, '0123456789') == 0 .and. &
+              len(f(4)%s) <= 18) read (f(4)%s, *, iostat=ios) slot_len
+        end if
+        if (ios /= 0) then
+          call bad('malformed slot record (it must follow the optimizer record)')
+          return
+        end if
+        model%train%slot_names = [model%train%slot_names, string_t(f(2)%s)]
+        model%train%slots = [model%train%slots, slot_t()]
+        ! Only the length is kept now; the data is allocated after the size check.
+        model%train%slots(size(model%train%slots))%v = [real(slot_len, real64)]
       case ('end')
         if (.not. tensors_complete()) return
+        if (allocated(model%train)) then
+          if (.not. (allocated(model%train%optimizer) .and. allocated(model%train%loss) .and. &
+                     allocated(model%train%state))) then
+            call bad('incomplete training records (optimizer, loss and state go together)')
+            return
+          end if
+        end if
         ended = .true.
       case default
         call bad("unknown record '" // f(1)%s // "'")
@@ -326,6 +370,16 @@ contains
         end if
       end do
     end do
+    if (allocated(model%train)) then
+      do k = 1, size(model%train%slots)
+        need = need + 8 * int(model%train%slots(k)%v(1), int64)
+        if (need > remaining) then
+          call set_error(stat, msg, FKB_ERR_FORMAT, 'truncated file: optimizer state needs &
+                         &more than the ' // int_text(remaining) // ' bytes left')
+          return
+        end if
+      end do
+    end if
     if (need < remaining) then
       call set_error(stat, msg, FKB_ERR_FORMAT, int_text(remaining - need) // &
                      ' unexpected bytes after the tensor data')
@@ -349,10 +403,24 @@ contains
         end associate
       end do
     end do
+    if (allocated(model%train)) then
+      do k = 1, size(model%train%slots)
+        associate (sl => model%train%slots(k))
+          allocate(sl%m(int(sl%v(1), int64)), stat=ios)
+          deallocate(sl%v)
+          if (ios == 0) read (u, iostat=ios) sl%m
+          if (ios /= 0) then
+            call set_error(stat, msg, FKB_ERR_MEMORY, 'cannot read optimizer state')
+            return
+          end if
+        end associate
+      end do
+    end if
   end subroutine read_tensors
 
-  subroutine write_native(model, path, stat, msg)
+  subroutine write_native(model, path, stat, msg, train)
     type(fkb_model_t), intent(in) :: model
+    type(train_record_t), intent(in), optional :: train
     character(len=*), intent(in) :: path
     integer, intent(out) :: stat
     character(len=:), allocatable, intent(inout) :: msg
@@ -364,7 +432,7 @@ contains
       call set_error(stat, msg, FKB_ERR_UNSUPPORTED, 'big-endian hosts are not supported')
       return
     end if
-    header = model%header()
+    header = model%header(train)
     open (newunit=u, file=path, access='stream', form='unformatted', status='replace', &
           action='write', iostat=ios, iomsg=iomsg)
     if (ios /= 0) then
@@ -387,6 +455,12 @@ contains
         if (ios /= 0) exit
       end do
     end do
+    if (present(train) .and. ios == 0) then
+      do k = 1, size(train%slots)
+        write (u, iostat=ios, iomsg=iomsg) train%slots(k)%m
+        if (ios /= 0) exit
+      end do
+    end if
     if (ios /= 0) then
       call set_error(stat, msg, FKB_ERR_IO, "cannot write '" // path // "': " // trim(iomsg))
       close (u, status='delete')

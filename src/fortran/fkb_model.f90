@@ -9,9 +9,11 @@ module fkb_model
   use fkb_layer, only: fkb_layer_t
   use fkb_layer_registry, only: new_layer
   use fkb_blas, only: BLAS_INT_MAX
+  use fkb_text, only: string_t
+  use fkb_optimizer, only: slot_t
   implicit none
   private
-  public :: fkb_model_t, layer_box, meta_item
+  public :: fkb_model_t, layer_box, meta_item, train_record_t
 
   type :: layer_box
     class(fkb_layer_t), allocatable :: l
@@ -21,12 +23,21 @@ module fkb_model
     character(len=:), allocatable :: key, value
   end type meta_item
 
+  type :: train_record_t
+    !! Training state as a file holds it: the compiled optimizer and loss specs, the step
+    !! count and counters, and the optimizer's slot arrays (double precision, in order).
+    character(len=:), allocatable :: optimizer, loss, state
+    type(string_t), allocatable :: slot_names(:)
+    type(slot_t), allocatable :: slots(:)
+  end type train_record_t
+
   type :: fkb_model_t
     integer :: dtype = FKB_FLOAT32
     integer(int64) :: n_in = 0
     integer :: n_layers = 0
     type(layer_box), allocatable :: layers(:)
     type(meta_item), allocatable :: meta(:)
+    type(train_record_t), allocatable :: train   !! read from a file, until the network takes it
   contains
     procedure :: n_out => model_n_out
     procedure :: add_layer => model_add_layer
@@ -128,9 +139,11 @@ contains
     end do
   end subroutine model_prepare
 
-  function model_header(self) result(text)
-    !! The header text of the `.fkb` file of this model (docs/format.md).
+  function model_header(self, train) result(text)
+    !! The header text of the `.fkb` file of this model (docs/format.md), with the training
+    !! records if `train` is given.
     class(fkb_model_t), intent(in) :: self
+    type(train_record_t), intent(in), optional :: train
     character(len=:), allocatable :: text
     character, parameter :: nl = new_line('a')
     type(fkb_config_t) :: cfg
@@ -155,6 +168,14 @@ contains
       do i = 1, size(self%meta)
         text = text // 'meta ' // percent_encode(self%meta(i)%key) // ' ' // &
                percent_encode(self%meta(i)%value) // nl
+      end do
+    end if
+    if (present(train)) then
+      text = text // 'optimizer ' // percent_encode(train%optimizer) // nl // 'loss ' // &
+             percent_encode(train%loss) // nl // 'state ' // percent_encode(train%state) // nl
+      do i = 1, size(train%slots)
+        text = text // 'slot ' // train%slot_names(i)%s // ' float64 ' // &
+               int_text(size(train%slots(i)%m, kind=int64)) // nl
       end do
     end if
     text = text // 'end' // nl

@@ -15,7 +15,8 @@ module fkb_network_m
   use fkb_io_legacy, only: read_legacy, write_legacy
   use fkb_blas, only: init_backend
   use fkb_random, only: mix64
-  use fkb_trainer, only: fkb_trainer_t, trainer_compile, trainer_step
+  use fkb_trainer, only: fkb_trainer_t, trainer_compile, trainer_step, trainer_record, &
+                         trainer_restore
   use fkb_loss, only: loss_and_gradient, LOSS_SPARSE_CCE
   use fkb_optimizer, only: slot_t
   use fkb_workspace, only: ws_slot, POOL_SIZE, claim_slot, release_slot, reserve
@@ -68,6 +69,7 @@ contains
     integer, intent(out), optional :: stat
     character(len=*), intent(inout), optional :: errmsg
     type(fkb_model_t) :: model
+    type(fkb_trainer_t), allocatable :: trainer
     character(len=:), allocatable :: msg
     integer :: st, i
     msg = ''
@@ -76,6 +78,12 @@ contains
       call read_native(path, model, st, msg)
     else
       call read_legacy(path, model, st, msg)
+    end if
+    if (st == FKB_OK .and. allocated(model%train)) then
+      allocate(trainer)
+      call trainer_restore(trainer, model, model%train, st, msg)
+      if (st /= FKB_OK) msg = "'" // path // "': " // msg
+      deallocate(model%train)
     end if
     if (st == FKB_OK) then
       self%model = model
@@ -91,13 +99,16 @@ contains
       if (allocated(self%pool)) deallocate(self%pool)
       allocate(self%pool(POOL_SIZE))
       self%desc = model%header() // c_null_char
-      if (allocated(self%trainer)) deallocate(self%trainer)   ! a new model is not compiled
+      ! A new model is compiled only if its file held a training state.
+      if (allocated(self%trainer)) deallocate(self%trainer)
+      if (allocated(trainer)) call move_alloc(trainer, self%trainer)
     end if
     call report(st, msg, stat, errmsg)
   end subroutine net_load
 
   subroutine net_save(self, path, stat, errmsg, format)
-    !! Writes the network: format 'fkb' (default, bit-exact) or 'legacy' (original FKB text).
+    !! Writes the network: format 'fkb' (default, bit-exact; with the optimizer state once
+    !! compiled, so that training resumes exactly) or 'legacy' (original FKB text).
     class(fkb_network), intent(in) :: self
     character(len=*), intent(in) :: path
     integer, intent(out), optional :: stat
@@ -109,9 +120,9 @@ contains
     if (.not. self%is_loaded()) then
       call set_error(st, msg, FKB_ERR_ARGUMENT, 'the network is not loaded')
     else if (.not. present(format)) then
-      call write_native(self%model, path, st, msg)
+      call save_native()
     else if (format == 'fkb') then
-      call write_native(self%model, path, st, msg)
+      call save_native()
     else if (format == 'legacy') then
       call write_legacy(self%model, path, st, msg)
     else
@@ -119,6 +130,15 @@ contains
                      "' (expected 'fkb' or 'legacy')")
     end if
     call report(st, msg, stat, errmsg)
+  contains
+    subroutine save_native()
+      ! A compiled network also saves its training state (optimizer, step, slots).
+      if (allocated(self%trainer)) then
+        call write_native(self%model, path, st, msg, trainer_record(self%trainer))
+      else
+        call write_native(self%model, path, st, msg)
+      end if
+    end subroutine save_native
   end subroutine net_save
 
   pure logical function net_is_loaded(self)

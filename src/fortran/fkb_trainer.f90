@@ -10,7 +10,9 @@ module fkb_trainer
                         FKB_ERR_MEMORY, set_error
   use fkb_config, only: int_text
   use fkb_tensor, only: fkb_tensor_t, FKB_FLOAT64
-  use fkb_model, only: fkb_model_t
+  use fkb_model, only: fkb_model_t, train_record_t
+  use fkb_text, only: string_t, split_fields
+  use fkb_config, only: fkb_config_t, real_text
   use fkb_loss, only: fkb_loss_t, parse_loss, loss_and_gradient, LOSS_BCE, LOSS_CCE, &
                       LOSS_SPARSE_CCE
   use fkb_optimizer, only: fkb_optimizer_t, slot_t, parse_optimizer, optimizer_step
@@ -20,7 +22,7 @@ module fkb_trainer
   use fkb_random, only: mix64
   implicit none
   private
-  public :: fkb_trainer_t, trainer_compile, trainer_step
+  public :: fkb_trainer_t, trainer_compile, trainer_step, trainer_record, trainer_restore
 
   integer, parameter :: ACT_SIGMOID_ID = 14   !! fkb_activation's id of sigmoid
 
@@ -31,6 +33,7 @@ module fkb_trainer
   type :: fkb_trainer_t
     type(fkb_loss_t) :: loss
     type(fkb_optimizer_t) :: opt
+    character(len=:), allocatable :: opt_spec   !! as compiled, for the file
     logical :: shortcut = .false.   !! crossentropy from the last activation's input
     integer(int64) :: seed = 0
     type(fkb_tensor_t), allocatable :: acts(:), caches(:)
@@ -51,6 +54,7 @@ contains
     integer :: i, act
     call parse_optimizer(optimizer, tr%opt, stat, msg)
     if (stat /= FKB_OK) return
+    tr%opt_spec = optimizer
     call parse_loss(loss, tr%loss, stat, msg)
     if (stat /= FKB_OK) return
     do i = 1, model%n_layers
@@ -117,6 +121,72 @@ contains
       call step_r32(tr, model, x, t, w, value, apply, stat, msg, gradients)
     end if
   end subroutine trainer_step
+
+  function trainer_record(tr) result(rec)
+    !! The training state as a `.fkb` file stores it (format 1.1).
+    type(fkb_trainer_t), intent(in) :: tr
+    type(train_record_t) :: rec
+    character(len=*), parameter :: KIND(3) = ['m   ', 'v   ', 'vhat']
+    integer :: k, j
+    rec%optimizer = tr%opt_spec
+    rec%loss = tr%loss%spec
+    rec%state = 'iterations=' // int_text(tr%opt%iterations) // ' u_product=' // &
+                real_text(tr%opt%u_product) // ' seed=' // int_text(tr%seed)
+    allocate(rec%slot_names(0), rec%slots(0))
+    if (.not. allocated(tr%opt%slots)) return
+    do k = 1, size(tr%opt%slots)
+      do j = 1, 3
+        rec%slot_names = [rec%slot_names, string_t(trim(KIND(j)) // '.' // &
+                          int_text(int(k, int64)))]
+      end do
+      rec%slots = [rec%slots, slot_t(tr%opt%slots(k)%m), slot_t(tr%opt%slots(k)%v), &
+                   slot_t(tr%opt%slots(k)%vhat)]
+    end do
+  end function trainer_record
+
+  subroutine trainer_restore(tr, model, rec, stat, msg)
+    !! Compiles from a file's training records and restores the optimizer state exactly.
+    type(fkb_trainer_t), intent(out) :: tr
+    type(fkb_model_t), intent(in) :: model
+    type(train_record_t), intent(in) :: rec
+    integer, intent(out) :: stat
+    character(len=:), allocatable, intent(inout) :: msg
+    type(string_t), allocatable :: f(:)
+    type(fkb_config_t) :: cfg
+    integer :: k, eq, n_tensors
+    call trainer_compile(tr, model, rec%optimizer, rec%loss, stat, msg)
+    if (stat /= FKB_OK) then
+      msg = 'training state: ' // msg
+      return
+    end if
+    f = split_fields(rec%state, ' ')
+    cfg%where = 'training state'
+    do k = 1, size(f)
+      eq = index(f(k)%s, '=')
+      if (eq > 1) call cfg%set(f(k)%s(1:eq - 1), f(k)%s(eq + 1:))
+    end do
+    call cfg%get_int('iterations', tr%opt%iterations, stat, msg)
+    if (stat == FKB_OK) call cfg%get_real('u_product', tr%opt%u_product, stat, msg)
+    if (stat == FKB_OK) call cfg%get_int('seed', tr%seed, stat, msg)
+    if (stat /= FKB_OK) return
+    if (size(rec%slots) == 0) return
+    n_tensors = 0
+    do k = 1, model%n_layers
+      if (allocated(model%layers(k)%l%params)) n_tensors = n_tensors + size(model%layers(k)%l%params)
+    end do
+    if (size(rec%slots) /= 3 * n_tensors) then
+      call set_error(stat, msg, FKB_ERR_SHAPE, 'training state: ' // &
+                     int_text(size(rec%slots, kind=int64)) // ' slot arrays for ' // &
+                     int_text(int(n_tensors, int64)) // ' tensors')
+      return
+    end if
+    allocate(tr%opt%slots(n_tensors))
+    do k = 1, n_tensors
+      tr%opt%slots(k)%m = rec%slots(3 * k - 2)%m
+      tr%opt%slots(k)%v = rec%slots(3 * k - 1)%m
+      tr%opt%slots(k)%vhat = rec%slots(3 * k)%m
+    end do
+  end subroutine trainer_restore
 
   logical function all_finite(values)
     type(slot_t), intent(in) :: values(:)

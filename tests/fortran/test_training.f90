@@ -34,6 +34,10 @@ program test_training
     end do
   end do
   call descent_and_errors()
+  call resume_is_bit_identical('adam amsgrad=1', 'spcam_like_float32')
+  call resume_is_bit_identical('nadam', 'spcam_like_float64')
+  call resume_is_bit_identical('rmsprop centered=1 momentum=0.5', 'spcam_like_float32')
+  call resume_is_bit_identical('sgd momentum=0.9 nesterov=1', 'dropout_flatten_float32')
   call finish()
 
 contains
@@ -92,6 +96,48 @@ contains
     call check(worst <= 1e-6_real64, cs%name // ' / ' // loss // &
                ': gradients = finite differences (worst ' // rtoa(worst) // ')')
   end subroutine fd_check
+
+  subroutine resume_is_bit_identical(opt, name)
+    ! 10 steps, save, load, 10 more == 20 steps without stopping, bit for bit (also with
+    ! Dropout active during training: its masks follow the saved step count and seed).
+    character(len=*), intent(in) :: opt, name
+    type(fkb_network) :: a, b
+    real(real64), allocatable :: x(:, :), y(:, :), wa(:), wb(:)
+    real(real64) :: la, lb
+    integer :: step, stat
+    integer(int64) :: i
+    logical :: same
+    character(len=512) :: msg
+    character(len=:), allocatable :: path
+    path = trim(dir) // '/' // name // '.fkb'
+    call a%load(path)
+    allocate(x(a%n_inputs(), 1024), y(a%n_outputs(), 32))
+    call read_f64(trim(dir) // '/' // name // '.x.bin', x)
+    y = 0.3_real64
+    call a%compile(opt, 'mse')
+    do step = 1, 10
+      call a%train_on_batch(x(:, 1:32), y, la)
+    end do
+    call a%save(trim(dir) // '/../scratch/resume_' // name // '.fkb', stat=stat, errmsg=msg)
+    call check(stat == FKB_OK, opt // ': save mid-training: ' // trim(msg))
+    call b%load(trim(dir) // '/../scratch/resume_' // name // '.fkb', stat=stat, errmsg=msg)
+    call check(stat == FKB_OK .and. b%is_compiled() .and. b%iterations() == 10, &
+               opt // ': load restores the training state: ' // trim(msg))
+    if (stat /= FKB_OK) return
+    do step = 1, 10
+      call a%train_on_batch(x(:, 1 + step:32 + step), y, la)
+      call b%train_on_batch(x(:, 1 + step:32 + step), y, lb)
+    end do
+    same = la == lb
+    do i = 1, a%n_tensors()
+      allocate(wa(a%tensor_size(i)), wb(b%tensor_size(i)))
+      call a%get_tensor(i, wa)
+      call b%get_tensor(i, wb)
+      same = same .and. all(wa == wb)
+      deallocate(wa, wb)
+    end do
+    call check(same, opt // ' / ' // name // ': save -> load -> train = never stopping, bit for bit')
+  end subroutine resume_is_bit_identical
 
   subroutine loss_only(net, x, y, l)
     type(fkb_network), intent(inout) :: net
