@@ -12,7 +12,7 @@ module fkb_optimizer
   use fkb_text, only: string_t, split_fields
   implicit none
   private
-  public :: fkb_optimizer_t, slot_t, parse_optimizer, optimizer_step
+  public :: fkb_optimizer_t, slot_t, parse_optimizer, optimizer_step, learning_rate_at
 
   enum, bind(c)
     enumerator :: OPT_SGD = 1, OPT_ADAM, OPT_ADAMW, OPT_RMSPROP, OPT_ADAGRAD, OPT_NADAM
@@ -34,6 +34,13 @@ module fkb_optimizer
     logical :: nesterov = .false., amsgrad = .false., centered = .false.
     integer(int64) :: iterations = 0
     real(real64) :: u_product = 1        !! Nadam's running product of momentum factors
+    ! Learning-rate schedule (Keras' ExponentialDecay, PiecewiseConstantDecay, CosineDecay),
+    ! evaluated at the step count before the update, as Keras does.
+    character(len=:), allocatable :: schedule
+    real(real64) :: decay_steps = 1, decay_rate = 1, alpha = 0, warmup_target = 0
+    real(real64) :: warmup_steps = 0
+    logical :: staircase = .false., has_warmup = .false.
+    real(real64), allocatable :: boundaries(:), values(:)
     type(slot_t), allocatable :: slots(:)
   end type fkb_optimizer_t
 
@@ -83,7 +90,7 @@ contains
     ! The defaults set above, copied: an argument must not alias its own default.
     d_lr = opt%learning_rate
     d_wd = opt%weight_decay
-    call cfg%get_real('learning_rate', opt%learning_rate, stat, msg, default=d_lr)
+    call read_learning_rate(cfg, opt, d_lr, stat, msg)
     if (stat == FKB_OK) call cfg%get_real('weight_decay', opt%weight_decay, stat, msg, &
                                           default=d_wd)
     if (stat == FKB_OK) call cfg%get_real('clipnorm', opt%clipnorm, stat, msg, default=-1.0_real64)
@@ -138,7 +145,7 @@ contains
     real(real64) :: lr, norm, scale, t, b1p, b2p, alpha, u_t, u_t1, up, up1
     integer :: k
     if (.not. allocated(opt%slots)) call init_slots(opt, vars)
-    lr = opt%learning_rate
+    lr = learning_rate_at(opt, opt%iterations)
     ! 1. Clipping.
     if (opt%clipnorm > 0) then
       do k = 1, size(grads)
@@ -234,6 +241,118 @@ contains
     end do
     opt%iterations = opt%iterations + 1
   end subroutine optimizer_step
+
+  subroutine read_learning_rate(cfg, opt, default, stat, msg)
+    ! learning_rate=NUMBER, or learning_rate=SCHEDULE with the schedule's Keras arguments:
+    ! exponential_decay initial_learning_rate decay_steps decay_rate [staircase];
+    ! piecewise_constant_decay boundaries=b1,b2,... values=v0,v1,...;
+    ! cosine_decay initial_learning_rate decay_steps [alpha warmup_target warmup_steps].
+    type(fkb_config_t), intent(inout) :: cfg
+    type(fkb_optimizer_t), intent(inout) :: opt
+    real(real64), intent(in) :: default
+    integer, intent(out) :: stat
+    character(len=:), allocatable, intent(inout) :: msg
+    character(len=:), allocatable :: text
+    type(string_t), allocatable :: f(:)
+    integer :: k, ios
+    call cfg%get_text('learning_rate', text, stat, msg, default='')
+    if (stat /= FKB_OK) return
+    select case (text)
+    case ('')
+      opt%learning_rate = default
+    case ('exponential_decay', 'cosine_decay')
+      opt%schedule = text
+      call cfg%get_real('initial_learning_rate', opt%learning_rate, stat, msg)
+      if (stat == FKB_OK) call cfg%get_real('decay_steps', opt%decay_steps, stat, msg)
+      if (stat /= FKB_OK) return
+      if (.not. opt%decay_steps > 0) then
+        call set_error(stat, msg, FKB_ERR_ARGUMENT, cfg%where // ': decay_steps must be > 0')
+        return
+      end if
+      if (text == 'exponential_decay') then
+        call cfg%get_real('decay_rate', opt%decay_rate, stat, msg)
+        if (stat == FKB_OK) call cfg%get_bool('staircase', opt%staircase, stat, msg, &
+                                              default=.false.)
+      else
+        call cfg%get_real('alpha', opt%alpha, stat, msg, default=0.0_real64)
+        if (stat == FKB_OK .and. cfg%has('warmup_target')) then
+          opt%has_warmup = .true.
+          call cfg%get_real('warmup_target', opt%warmup_target, stat, msg)
+        end if
+        if (stat == FKB_OK) call cfg%get_real('warmup_steps', opt%warmup_steps, stat, msg, &
+                                              default=0.0_real64)
+      end if
+    case ('piecewise_constant_decay')
+      opt%schedule = text
+      call cfg%get_text('boundaries', text, stat, msg)
+      if (stat /= FKB_OK) return
+      f = split_fields(text, ',')
+      allocate(opt%boundaries(size(f)))
+      ios = 0
+      do k = 1, size(f)
+        if (ios == 0) read (f(k)%s, *, iostat=ios) opt%boundaries(k)
+      end do
+      call cfg%get_text('values', text, stat, msg)
+      if (stat /= FKB_OK) return
+      f = split_fields(text, ',')
+      allocate(opt%values(size(f)))
+      do k = 1, size(f)
+        if (ios == 0) read (f(k)%s, *, iostat=ios) opt%values(k)
+      end do
+      if (ios /= 0 .or. size(opt%values) /= size(opt%boundaries) + 1) then
+        call set_error(stat, msg, FKB_ERR_ARGUMENT, cfg%where // ': piecewise_constant_decay &
+                       &needs numbers, one more value than boundaries')
+        return
+      end if
+      opt%learning_rate = opt%values(1)
+    case default
+      read (text, *, iostat=ios) opt%learning_rate
+      if (ios /= 0 .or. verify(text, '0123456789+-.eEinfatyINFATY') /= 0) then
+        call set_error(stat, msg, FKB_ERR_UNSUPPORTED, cfg%where // ": learning_rate '" // &
+                       text // "' is neither a number nor a known schedule")
+      end if
+    end select
+  end subroutine read_learning_rate
+
+  pure real(real64) function learning_rate_at(opt, step) result(lr)
+    !! The learning rate for the update after `step` earlier ones (Keras' formulas).
+    type(fkb_optimizer_t), intent(in) :: opt
+    integer(int64), intent(in) :: step
+    real(real64), parameter :: PI = 3.141592653589793238462643383279_real64
+    real(real64) :: p, s, target
+    integer :: k
+    lr = opt%learning_rate
+    if (.not. allocated(opt%schedule)) return
+    s = real(step, real64)
+    select case (opt%schedule)
+    case ('exponential_decay')
+      p = s / opt%decay_steps
+      if (opt%staircase) p = aint(p)
+      lr = opt%learning_rate * opt%decay_rate**p
+    case ('piecewise_constant_decay')
+      lr = opt%values(size(opt%values))
+      do k = 1, size(opt%boundaries)
+        if (s <= opt%boundaries(k)) then
+          lr = opt%values(k)
+          return
+        end if
+      end do
+    case ('cosine_decay')
+      target = opt%learning_rate
+      if (opt%has_warmup) then
+        s = min(s, opt%decay_steps + opt%warmup_steps)
+        if (s < opt%warmup_steps) then
+          lr = (opt%warmup_target - opt%learning_rate) * (s / opt%warmup_steps) + &
+               opt%learning_rate
+          return
+        end if
+        s = s - opt%warmup_steps
+        target = opt%warmup_target
+      end if
+      p = min(s, opt%decay_steps) / opt%decay_steps
+      lr = target * ((1 - opt%alpha) * (0.5_real64 * (1 + cos(PI * p))) + opt%alpha)
+    end select
+  end function learning_rate_at
 
   subroutine init_slots(opt, vars)
     type(fkb_optimizer_t), intent(inout) :: opt

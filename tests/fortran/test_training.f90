@@ -34,6 +34,14 @@ program test_training
     end do
   end do
   call descent_and_errors()
+  call schedule_check('exponential_decay initial_learning_rate=0.1 decay_steps=3 decay_rate=0.5', &
+                      'exp')
+  call schedule_check('exponential_decay initial_learning_rate=0.1 decay_steps=3 &
+                      &decay_rate=0.5 staircase=1', 'exp_stair')
+  call schedule_check('piecewise_constant_decay boundaries=2,5 values=0.1,0.05,0.01', 'piece')
+  call schedule_check('cosine_decay initial_learning_rate=0.1 decay_steps=6 alpha=0.1', 'cos')
+  call schedule_check('cosine_decay initial_learning_rate=0.01 decay_steps=4 warmup_target=0.1 &
+                      &warmup_steps=3', 'cos_warm')
   call resume_is_bit_identical('adam amsgrad=1', 'spcam_like_float32')
   call resume_is_bit_identical('nadam', 'spcam_like_float64')
   call resume_is_bit_identical('rmsprop centered=1 momentum=0.5', 'spcam_like_float32')
@@ -96,6 +104,50 @@ contains
     call check(worst <= 1e-6_real64, cs%name // ' / ' // loss // &
                ': gradients = finite differences (worst ' // rtoa(worst) // ')')
   end subroutine fd_check
+
+  subroutine schedule_check(spec, kind)
+    ! Plain SGD moves w by -lr*g: the learning rate of each step is read back from the
+    ! update of the weight with the largest gradient and compared with Keras' formula.
+    character(len=*), intent(in) :: spec, kind
+    type(fkb_network) :: net
+    real(real64), allocatable :: x(:, :), y(:, :), g(:), w0(:), w1(:)
+    real(real64) :: l, lr, expect, worst, pi
+    integer(int64) :: i, j, step, total
+    pi = 4 * atan(1.0_real64)
+    call net%load(trim(dir) // '/dense_linear_float64.fkb')
+    call net%compile('sgd learning_rate=' // spec, 'mse')
+    allocate(x(7, 1024), y(5, 8))
+    call read_f64(trim(dir) // '/dense_linear_float64.x.bin', x)
+    y = 1
+    total = net%tensor_size(1_int64)
+    allocate(g(sum([(net%tensor_size(i), i=1, net%n_tensors())])), w0(total), w1(total))
+    worst = 0
+    do step = 0, 9
+      call net%gradients(x(:, 1:8), y, l, g)
+      call net%get_tensor(1_int64, w0)
+      call net%train_on_batch(x(:, 1:8), y, l)
+      call net%get_tensor(1_int64, w1)
+      j = maxloc(abs(g(1:total)), 1)
+      lr = (w0(j) - w1(j)) / g(j)
+      select case (kind)
+      case ('exp'); expect = 0.1_real64 * 0.5_real64**(step / 3.0_real64)
+      case ('exp_stair'); expect = 0.1_real64 * 0.5_real64**(step / 3)
+      case ('piece')
+        expect = merge(0.1_real64, merge(0.05_real64, 0.01_real64, step <= 5), step <= 2)
+      case ('cos')
+        expect = 0.1_real64 * (0.9_real64 * 0.5_real64 * (1 + cos(pi * min(step, 6_int64) &
+                 / 6.0_real64)) + 0.1_real64)
+      case ('cos_warm')
+        if (step < 3) then
+          expect = 0.01_real64 + (0.1_real64 - 0.01_real64) * step / 3.0_real64
+        else
+          expect = 0.1_real64 * 0.5_real64 * (1 + cos(pi * min(step - 3, 4_int64) / 4.0_real64))
+        end if
+      end select
+      worst = max(worst, abs(lr - expect) / expect)
+    end do
+    call check(worst < 1e-9_real64, 'schedule ' // kind // ': learning rate per step')
+  end subroutine schedule_check
 
   subroutine resume_is_bit_identical(opt, name)
     ! 10 steps, save, load, 10 more == 20 steps without stopping, bit for bit (also with
