@@ -413,6 +413,14 @@ def make_report(cfg, meta, results, failures, models, rss) -> tuple[str, dict]:
     rows = []
     summary = {}
 
+    def rounds(num, den, scale=1.0):
+        """The ratio num/den round by round (keys (system, model, dtype, threads, batch)): how
+        much one run's noise moves it."""
+        a, b = results.get(num, []), results.get(den, [])
+        if not a or not b or len(a) != len(b) or len(a) < 2:
+            return ""
+        return " (rounds: " + ", ".join(f"{scale * x / y:.2f}" for x, y in zip(a, b)) + ")"
+
     def target(name, value, goal, ok, note=""):
         status = "—" if value is None else ("meets" if ok(value) else "misses")
         rows.append(f"| {name} | {goal} | {value if isinstance(value, str) else (ratio(value) if value is not None else '—')} | {status} | {note} |")
@@ -426,19 +434,23 @@ def make_report(cfg, meta, results, failures, models, rss) -> tuple[str, dict]:
     div = lambda a, b: None if a is None or b is None or b == 0 else a / b  # noqa: E731
     target(f"SPCAM-like, batch {big}, {t2} threads: FKB-Fortran throughput / ORT's",
            div(o_big2, f_big2), "≥ 1.0×", lambda v: v >= 1.0,
-           f"FKB {us(f_big2)} µs/sample, ORT {us(o_big2)}")
+           f"FKB {us(f_big2)} µs/sample, ORT {us(o_big2)}"
+           + rounds(("ort", "spcam", "float32", t2, big), ("fkb-fortran", "spcam", "float32", t2, big)))
     target(f"SPCAM-like, batch {big}, {t2} threads: FKB-Fortran / GEMM bound",
            div(g_big2, f_big2), "≥ 0.85×", lambda v: v >= 0.85,
-           f"GEMM chain {us(g_big2)} µs/sample")
+           f"GEMM chain {us(g_big2)} µs/sample"
+           + rounds(("gemm", "spcam", "float32", t2, big), ("fkb-fortran", "spcam", "float32", t2, big)))
     target(f"SPCAM-like, batch {big}, {t2} threads: FKB-Fortran / Keras tf.function",
-           div(k_big2, f_big2), "≥ 3×", lambda v: v >= 3, f"tf.function {us(k_big2)} µs/sample")
+           div(k_big2, f_big2), "≥ 3×", lambda v: v >= 3, f"tf.function {us(k_big2)} µs/sample"
+           + rounds(("keras-tf.function", "spcam", "float32", t2, big), ("fkb-fortran", "spcam", "float32", t2, big)))
     target(f"SPCAM-like, batch {big}, {t2} threads: FKB-Fortran / per-sample loop",
            div(l_big, f_big2), "≥ 15×", lambda v: v >= 15, f"loop {us(l_big)} µs/sample (1 thread)")
     o1 = per_sample("ort", "spcam", "float32", t1, 1)
     for s in ("fkb-fortran", "fkb-fortran-rank1", "fkb-python"):
         v = per_sample(s, "spcam", "float32", t1, 1)
         target(f"SPCAM-like, single sample, {t1} thread: {NAMES[s]} latency / ORT's",
-               div(v, o1), "≤ 0.5×", lambda x: x <= 0.5, f"{NAMES[s]} {us(v)} µs, ORT {us(o1)} µs")
+               div(v, o1), "≤ 0.5×", lambda x: x <= 0.5, f"{NAMES[s]} {us(v)} µs, ORT {us(o1)} µs"
+               + rounds((s, "spcam", "float32", t1, 1), ("ort", "spcam", "float32", t1, 1)))
     for s, goal in (("fkb-fortran", 0.3), ("fkb-fortran-rank1", 0.3), ("fkb-python", 3.0)):
         v = per_sample(s, "tiny", "float32", t1, 1)
         rows.append(f"| tiny, single sample, {t1} thread: {NAMES[s]} µs per call | ≤ {goal} µs | "
@@ -450,12 +462,15 @@ def make_report(cfg, meta, results, failures, models, rss) -> tuple[str, dict]:
             ga, gb = sp("gemm", mid, t), sp("gemm", big, t)
             target(f"SPCAM-like, {t} thread(s): FKB-Fortran time/sample at {big} ÷ at {mid}",
                    div(b, a), "0.8–1.2×", lambda v: 0.8 <= v <= 1.2,
-                   f"{us(a)} → {us(b)} µs; GEMM bound {us(ga)} → {us(gb)}")
+                   f"{us(a)} → {us(b)} µs; GEMM bound {us(ga)} → {us(gb)}"
+                   + rounds(("fkb-fortran", "spcam", "float32", t, big), ("fkb-fortran", "spcam", "float32", t, mid),
+                            mid / big))
     if t1 != t2:
         gs = div(sp("gemm-raw", big, t1), sp("gemm-raw", big, t2))
         target(f"SPCAM-like, batch {big}: FKB-Fortran {t2} threads speed-up over {t1}",
                div(f_big1, f_big2), "≥ 1.7×", lambda v: v >= 1.7,
-               f"{us(f_big1)} → {us(f_big2)} µs; GEMM bound's own speed-up {ratio(gs)}")
+               f"{us(f_big1)} → {us(f_big2)} µs; GEMM bound's own speed-up {ratio(gs)}"
+               + rounds(("fkb-fortran", "spcam", "float32", t1, big), ("fkb-fortran", "spcam", "float32", t2, big)))
     for s in ("fkb-fortran", "fkb-c", "fkb-python"):
         v = med.get((s, "load10M", "float32", t1, 0))
         rows.append(f"| loading the 10M-parameter `.fkb` ({NAMES[s]}) | ≤ 0.1 s | "
@@ -735,8 +750,12 @@ def main() -> int:
         except ImportError:
             meta[key] = "not installed"
     report, summary = make_report(cfg, meta, results, failures, models, rss)
-    pngs = plot(cfg, results, work / "bench")
-    report += "\nPlots: " + ", ".join(f"`{p}`" for p in pngs) + "\n"
+    try:
+        pngs = plot(cfg, results, work / "bench")
+        report += "\nPlots: " + ", ".join(f"`{p}`" for p in pngs) + "\n"
+    except ImportError as e:  # matplotlib missing: the tables still stand
+        pngs = []
+        report += f"\nNo plot: {e} (pip install -r requirements-bench.txt)\n"
     (work / "results.md").write_text(report)
     (work / "results.json").write_text(json.dumps({
         "meta": meta, "config": {k: v for k, v in vars(cfg).items()},

@@ -121,6 +121,7 @@ program bench_gemm
       else
         call measure(work64, budget, min_samples, max_samples, block_target, med_t, n, k)
       end if
+      print '(a,1x,a,2(1x,a,es12.5))', 'detail', trim(label), 'NN', med, 'TN', med_t
       med = min(med, med_t)
       if (batch == 1) then    ! one sample: matrix-vector products may beat GEMM with n = 1
         use_gemv = .true.
