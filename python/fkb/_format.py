@@ -142,6 +142,15 @@ LAYER_TYPES: dict[str, LayerType] = {
     "softmax": LayerType(keys=(), tensors=lambda c, n: []),
 }
 
+# Optional keys of training (format 1.1): `trainable=0` freezes a layer's tensors (Keras'
+# layer.trainable), `momentum` is BatchNormalization's moving-statistics momentum.
+for _name, _lt in list(LAYER_TYPES.items()):
+    _extra: tuple[tuple[str, str, bool], ...] = (("trainable", "bool", False),)
+    if _name == "batch_normalization":
+        _extra = (("momentum", "float", False),) + _extra
+    LAYER_TYPES[_name] = LayerType(keys=_lt.keys + _extra, tensors=_lt.tensors,
+                                   out_width=_lt.out_width)
+
 
 # --------------------------------------------------------------------------------------------
 # In-memory model

@@ -21,6 +21,7 @@ module fkb_layer
     integer(int64) :: n_in = 0, n_out = 0        !! widths of one sample
     integer :: dtype = FKB_FLOAT32               !! the network's precision
     type(fkb_tensor_t), allocatable :: params(:) !! in Keras weight order
+    logical :: trainable = .true.                !! Keras' layer.trainable (option trainable=0)
   contains
     procedure(configure_i), deferred :: configure
     procedure(options_i), deferred :: options
@@ -35,6 +36,7 @@ module fkb_layer
     procedure :: is_stochastic => layer_is_stochastic
     ! ---- training (see fkb_trainer) ----
     procedure :: supports_training => layer_supports_training
+    procedure :: tensor_trainable => layer_tensor_trainable
     procedure :: cache_size => layer_cache_size
     procedure :: train_forward_r32 => layer_train_forward_r32
     procedure :: train_forward_r64 => layer_train_forward_r64
@@ -124,6 +126,13 @@ contains
     class(fkb_layer_t), intent(in) :: self
     layer_supports_training = .false.
   end function layer_supports_training
+
+  logical function layer_tensor_trainable(self, k)
+    !! Whether the optimizer updates tensor k (moving statistics and frozen layers: no).
+    class(fkb_layer_t), intent(in) :: self
+    integer, intent(in) :: k
+    layer_tensor_trainable = self%trainable .and. k > 0
+  end function layer_tensor_trainable
 
   integer(int64) function layer_cache_size(self)
     class(fkb_layer_t), intent(in) :: self

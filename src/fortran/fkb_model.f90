@@ -77,6 +77,8 @@ contains
     layer%name = name
     layer%dtype = self%dtype
     layer%n_in = self%n_out()
+    call cfg%get_bool('trainable', layer%trainable, stat, msg, default=.true.)
+    if (stat /= FKB_OK) return
     call layer%configure(cfg, stat, msg)
     if (stat /= FKB_OK) return
     unused = cfg%unused_key()
@@ -155,6 +157,7 @@ contains
         cfg = fkb_config_t()
         call cfg%set('name', l%name)
         call l%options(cfg)
+        if (.not. l%trainable) call cfg%set('trainable', '0')
         text = text // 'layer ' // l%type_name // cfg%to_text() // nl
         if (allocated(l%params)) then
           do k = 1, size(l%params)

@@ -170,9 +170,10 @@ contains
     if (stat == FKB_OK) call cfg%get_int('seed', tr%seed, stat, msg)
     if (stat /= FKB_OK) return
     if (size(rec%slots) == 0) return
-    n_tensors = 0
+    n_tensors = 0   ! the trainable ones: those the optimizer keeps slots for
     do k = 1, model%n_layers
-      if (allocated(model%layers(k)%l%params)) n_tensors = n_tensors + size(model%layers(k)%l%params)
+      if (allocated(model%layers(k)%l%params)) n_tensors = n_tensors + &
+        count([(model%layers(k)%l%tensor_trainable(eq), eq=1, size(model%layers(k)%l%params))])
     end do
     if (size(rec%slots) /= 3 * n_tensors) then
       call set_error(stat, msg, FKB_ERR_SHAPE, 'training state: ' // &

@@ -5,7 +5,7 @@
 program test_training
   use iso_fortran_env, only: real64, int64
   use fkb
-  use fkb_testing, only: check, finish, read_f64, case_t, read_cases
+  use fkb_testing, only: check, finish, read_f64, case_t, read_cases, write_fkb
   implicit none
   character(len=1024) :: dir
   type(case_t), allocatable :: cases(:)
@@ -42,6 +42,7 @@ program test_training
   call schedule_check('cosine_decay initial_learning_rate=0.1 decay_steps=6 alpha=0.1', 'cos')
   call schedule_check('cosine_decay initial_learning_rate=0.01 decay_steps=4 warmup_target=0.1 &
                       &warmup_steps=3', 'cos_warm')
+  call frozen_layer()
   call resume_is_bit_identical('adam amsgrad=1', 'spcam_like_float32')
   call resume_is_bit_identical('nadam', 'spcam_like_float64')
   call resume_is_bit_identical('rmsprop centered=1 momentum=0.5', 'spcam_like_float32')
@@ -104,6 +105,35 @@ contains
     call check(worst <= 1e-6_real64, cs%name // ' / ' // loss // &
                ': gradients = finite differences (worst ' // rtoa(worst) // ')')
   end subroutine fd_check
+
+  subroutine frozen_layer()
+    ! trainable=0: AdamW (which also decays weights) leaves that layer alone, trains the other.
+    character, parameter :: nl = new_line('a')
+    type(fkb_network) :: net
+    real(real64) :: x(2, 8), y(3, 8), l, k1(6), k1b(6), k2(9), k2b(9), g(6 + 3 + 9 + 3)
+    integer :: step
+    call write_fkb(trim(dir) // '/../scratch/frozen.fkb', 'fkb-model' // nl // &
+      'dtype float64' // nl // 'input 2' // nl // &
+      'layer dense name=frozen units=3 activation=tanh use_bias=1 trainable=0' // nl // &
+      'tensor kernel float64 2,3' // nl // 'tensor bias float64 3' // nl // &
+      'layer dense name=free units=3 activation=linear use_bias=1' // nl // &
+      'tensor kernel float64 3,3' // nl // 'tensor bias float64 3' // nl // 'end' // nl, 21 * 8)
+    call net%load(trim(dir) // '/../scratch/frozen.fkb')
+    call check(index(net%description(), 'trainable=0') > 0, 'trainable=0 kept in the description')
+    call net%compile('adamw learning_rate=0.1', 'mse')
+    x = 0.5_real64
+    y = 0.1_real64
+    call net%get_tensor(1_int64, k1)
+    call net%get_tensor(3_int64, k2)
+    call net%gradients(x, y, l, g)
+    call check(all(g(1:9) == 0) .and. any(g(10:) /= 0), 'frozen tensors report zero gradients')
+    do step = 1, 5
+      call net%train_on_batch(x, y, l)
+    end do
+    call net%get_tensor(1_int64, k1b)
+    call net%get_tensor(3_int64, k2b)
+    call check(all(k1b == k1) .and. any(k2b /= k2), 'frozen layer untouched, the other trained')
+  end subroutine frozen_layer
 
   subroutine schedule_check(spec, kind)
     ! Plain SGD moves w by -lr*g: the learning rate of each step is read back from the

@@ -18,6 +18,7 @@ module fkb_layer_batchnorm
     procedure :: configure => bn_configure
     procedure :: options => bn_options
     procedure :: prepare => bn_prepare
+    procedure :: tensor_trainable => bn_tensor_trainable
     procedure :: forward_r32 => bn_forward_r32
     procedure :: forward_r64 => bn_forward_r64
   end type fkb_batchnorm_t
@@ -57,6 +58,13 @@ contains
     call cfg%set('center', merge('1', '0', self%center))
     call cfg%set('scale', merge('1', '0', self%scale))
   end subroutine bn_options
+
+  logical function bn_tensor_trainable(self, k)
+    ! gamma and beta are weights; the moving statistics (the last two tensors) are state.
+    class(fkb_batchnorm_t), intent(in) :: self
+    integer, intent(in) :: k
+    bn_tensor_trainable = self%trainable .and. k <= size(self%params) - 2
+  end function bn_tensor_trainable
 
   subroutine bn_prepare(self, stat, msg)
     class(fkb_batchnorm_t), intent(inout) :: self

@@ -19,6 +19,7 @@ module fkb_layer_normalization
     procedure :: configure => norm_configure
     procedure :: options => norm_options
     procedure :: prepare => norm_prepare
+    procedure :: tensor_trainable => norm_tensor_trainable
     procedure :: forward_r32 => norm_forward_r32
     procedure :: forward_r64 => norm_forward_r64
   end type fkb_normalization_t
@@ -41,6 +42,13 @@ contains
     type(fkb_config_t), intent(inout) :: cfg
     call cfg%set('invert', merge('1', '0', self%invert))
   end subroutine norm_options
+
+  logical function norm_tensor_trainable(self, k)
+    ! The adapted mean and variance are state, not weights.
+    class(fkb_normalization_t), intent(in) :: self
+    integer, intent(in) :: k
+    norm_tensor_trainable = .false.
+  end function norm_tensor_trainable
 
   subroutine norm_prepare(self, stat, msg)
     class(fkb_normalization_t), intent(inout) :: self
