@@ -5,6 +5,8 @@
 >>> y = net.predict(x)                   # numpy (batch, n_inputs)
 >>> fkb.convert("model.keras", "model.fkb")
 >>> keras_model = fkb.to_keras("model.fkb")
+>>> net.compile(optimizer=fkb.optimizers.Adam(learning_rate=1e-3), loss="mse")
+>>> history = net.fit(x, y, batch_size=32, epochs=10)
 
 Keras is imported only by the calls that need it.
 """
@@ -28,6 +30,7 @@ from ._errors import (
 from ._format import LayerSpec, ModelSpec, read_fkb, write_fkb
 from ._network import Network, load
 from ._ensemble import Ensemble
+from . import optimizers
 
 
 def set_deterministic(on: bool = True) -> None:
@@ -48,6 +51,7 @@ def is_deterministic() -> bool:
 __all__ = [
     "__version__",
     "Ensemble",
+    "optimizers",
     "set_deterministic",
     "is_deterministic",
     "load",

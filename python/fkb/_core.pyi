@@ -38,6 +38,28 @@ class Network:
         """Overwrites tensor `index` from flat float64 values."""
     def predict(self, x: npt.ArrayLike | Any) -> npt.NDArray[np.floating[Any]]:
         """Runs the network on x of shape (batch, n_inputs) or (n_inputs,)."""
+    def compile(self, optimizer: str, loss: str) -> None:
+        """Sets the optimizer and loss (spec texts); resets the optimizer state."""
+    def train_on_batch(
+        self, x: npt.ArrayLike, y: npt.ArrayLike, sample_weight: npt.ArrayLike | None = None
+    ) -> float:
+        """One optimizer step; returns the batch loss before the step."""
+    def evaluate(
+        self, x: npt.ArrayLike, y: npt.ArrayLike, sample_weight: npt.ArrayLike | None = None
+    ) -> float:
+        """The compiled loss in inference mode; nothing changes."""
+    def gradients(
+        self, x: npt.ArrayLike, y: npt.ArrayLike, sample_weight: npt.ArrayLike | None = None
+    ) -> tuple[float, npt.NDArray[np.float64]]:
+        """(loss, flat float64 gradient of every tensor in tensor order); nothing changes."""
+    @property
+    def iterations(self) -> int:
+        """Optimizer steps taken since compile."""
+    @property
+    def is_compiled(self) -> bool: ...
+    @property
+    def n_targets(self) -> int:
+        """Values of y per sample for the compiled loss."""
 
 def set_deterministic(on: bool) -> None: ...
 def is_deterministic() -> bool: ...

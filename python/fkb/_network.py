@@ -66,6 +66,129 @@ class Network:
 
     __call__ = predict
 
+    # -- training ------------------------------------------------------------------------
+
+    def compile(self, optimizer: Any = "rmsprop", loss: Any = None) -> None:
+        """Prepares training, as Keras' ``model.compile``; resets the optimizer state.
+
+        ``optimizer``: an :mod:`fkb.optimizers` object, a Keras optimizer object or a name
+        (``"adam"``: Keras' defaults). ``loss``: a name as Keras spells it (``"mse"``,
+        ``"huber"``, ``"log_cosh"``, ``"sparse_categorical_crossentropy"``...), a Keras loss
+        object (``keras.losses.Huber(delta=0.5)``) or function. Layers without a backward
+        pass are refused (:class:`fkb.UnsupportedError` naming the layer).
+        """
+        from . import optimizers
+        from ._training import loss_spec
+
+        opt = optimizers.get(optimizer)
+        spec = loss_spec(loss)
+        self._core.compile(opt.spec(), spec)
+        self._optimizer = opt
+        self._loss = spec
+
+    @property
+    def optimizer(self) -> Any:
+        """The compiled :class:`fkb.optimizers.Optimizer` (None before :meth:`compile`)."""
+        return getattr(self, "_optimizer", None)
+
+    @property
+    def loss(self) -> str | None:
+        """The compiled loss as the engine's text, e.g. ``'huber delta=1.0'``."""
+        return getattr(self, "_loss", None)
+
+    @property
+    def iterations(self) -> int:
+        """Optimizer steps taken since :meth:`compile`."""
+        return int(self._core.iterations)
+
+    def _batch(self, where: str, x: Any, y: Any, sample_weight: Any):
+        from ._errors import FKBArgumentError
+        from ._training import inputs, targets, weights
+
+        if not self._core.is_compiled:
+            raise FKBArgumentError(f"{where}: the network is not compiled; call "
+                                   "compile(optimizer=..., loss=...) first")
+        xa = inputs(x, self.n_inputs, where)
+        n = xa.shape[0]
+        sparse = (self.loss or "").split(" ")[0] == "sparse_categorical_crossentropy"
+        ya = targets(y, n, int(self._core.n_targets), sparse, where)
+        return xa, ya, weights(sample_weight, n, where)
+
+    def train_on_batch(self, x: Any, y: Any, sample_weight: Any = None) -> float:
+        """One optimizer step on the batch; returns the batch loss before the step.
+
+        ``x`` (batch, n_inputs); ``y`` (batch, n_outputs), or (batch,) class indices for
+        sparse categorical crossentropy; ``sample_weight`` (batch,). A NaN or infinite loss
+        raises :class:`fkb.FKBArgumentError` and leaves weights and optimizer state as they
+        were.
+        """
+        return float(self._core.train_on_batch(*self._batch("train_on_batch", x, y,
+                                                            sample_weight)))
+
+    def evaluate(self, x: Any, y: Any, batch_size: int | None = None,
+                 sample_weight: Any = None) -> float:
+        """The compiled loss over (x, y) in inference mode (Dropout off); nothing changes.
+
+        With ``batch_size`` the data go through in batches and the result is their
+        batch-size-weighted mean, as Keras reports it (equal to the one-batch loss up to
+        rounding); None: one call.
+        """
+        xa, ya, wa = self._batch("evaluate", x, y, sample_weight)
+        n = xa.shape[0]
+        if batch_size is None:
+            return float(self._core.evaluate(xa, ya, wa))
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            from ._errors import FKBArgumentError
+
+            raise FKBArgumentError(f"evaluate: batch_size must be a positive integer or None, "
+                                   f"got {batch_size!r}")
+        total = 0.0
+        for start in range(0, n, batch_size):
+            sl = slice(start, start + batch_size)
+            total += float(self._core.evaluate(xa[sl], ya[sl], None if wa is None else wa[sl])) \
+                * len(xa[sl])
+        return total / n
+
+    def gradients(self, x: Any, y: Any, sample_weight: Any = None) -> list[np.ndarray]:
+        """d loss / d tensor for every tensor, in :meth:`get_weights` order and shapes, as
+        float64 (the engine's values, exact); nothing changes. Dropout is active, as in a
+        training step."""
+        _, flat = self._core.gradients(*self._batch("gradients", x, y, sample_weight))
+        out, start = [], 0
+        for shape in self._shapes():
+            size = int(np.prod(shape, dtype=np.int64))
+            out.append(flat[start:start + size].reshape(shape))
+            start += size
+        return out
+
+    def fit(self, x: Any, y: Any, batch_size: int = 32, epochs: int = 1, shuffle: bool = True,
+            seed: int = 0, validation_data: Any = None, verbose: int = 1,
+            sample_weight: Any = None) -> dict[str, list[float]]:
+        """Trains for ``epochs`` passes over (x, y) in mini-batches, as Keras' ``fit``.
+
+        ``shuffle``: a new order each epoch, drawn from numpy's generator seeded with ``seed``
+        (reproducible; not Keras' order). ``validation_data``: (x_val, y_val) or
+        (x_val, y_val, sample_weight_val), evaluated after each epoch. ``verbose``: 0 silent,
+        1 a progress bar, 2 one line per epoch. Returns the history
+        ``{"loss": [...], "val_loss": [...]}`` (per epoch; the epoch's loss is the mean of
+        the batch losses, each taken before its step, weighted by batch size).
+        """
+        from ._training import fit_loop
+
+        xa, ya, wa = self._batch("fit", x, y, sample_weight)
+        validation = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                from ._errors import FKBArgumentError
+
+                raise FKBArgumentError("fit: validation_data must be (x_val, y_val) or "
+                                       "(x_val, y_val, sample_weight_val)")
+            validation = self._batch("fit (validation_data)", *validation_data) \
+                if len(validation_data) == 3 else \
+                self._batch("fit (validation_data)", validation_data[0], validation_data[1], None)
+        return fit_loop(self._core.train_on_batch, self._core.evaluate, xa, ya, wa,
+                        batch_size, epochs, shuffle, seed, validation, verbose)
+
     # -- properties ----------------------------------------------------------------------
 
     @property

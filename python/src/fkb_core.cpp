@@ -3,7 +3,8 @@
 // One class, Network, owns an fkb_network*. Failing C calls raise the exception class that
 // fkb._errors.STATUS_CLASSES maps the status to, with fkb_last_error()'s text. The GIL is
 // released around load, save and predict; a shared mutex per network lets predictions run
-// concurrently while set_tensor and save get the exclusive access the C API asks for.
+// concurrently while set_tensor, save and the training calls (compile, train_on_batch,
+// evaluate, gradients) get the exclusive access the C API asks for.
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -166,7 +167,137 @@ public:
         return use_f32 ? run<float>(x) : run<double>(x);
     }
 
+    // ---- training (fkb.h "Training"): exclusive access, GIL released ----
+
+    void compile(const std::string &optimizer, const std::string &loss) {
+        fkb_status status;
+        {
+            py::gil_scoped_release release;
+            std::unique_lock<std::shared_mutex> lock(mutex_);
+            status = fkb_network_compile(net_, optimizer.c_str(), loss.c_str());
+        }
+        if (status != FKB_OK) raise_status(status);
+        // y holds one class index per sample for sparse categorical crossentropy.
+        std::istringstream words(loss);
+        std::string name;
+        words >> name;
+        n_targets_ = name == "sparse_categorical_crossentropy" ? 1 : n_outputs();
+    }
+
+    double train_on_batch(py::handle x, py::handle y, py::handle sample_weight) {
+        Batch b = batch_args("train_on_batch", x, y, sample_weight);
+        double loss = 0.0;
+        fkb_status status;
+        {
+            py::gil_scoped_release release;
+            std::unique_lock<std::shared_mutex> lock(mutex_);
+            status = fkb_network_train_on_batch(net_, b.x.data(), b.y.data(), b.batch, b.w_ptr(),
+                                                &loss);
+        }
+        if (status != FKB_OK) raise_status(status);
+        return loss;
+    }
+
+    double evaluate(py::handle x, py::handle y, py::handle sample_weight) {
+        Batch b = batch_args("evaluate", x, y, sample_weight);
+        double loss = 0.0;
+        fkb_status status;
+        {
+            py::gil_scoped_release release;
+            std::unique_lock<std::shared_mutex> lock(mutex_);
+            status = fkb_network_evaluate(net_, b.x.data(), b.y.data(), b.batch, b.w_ptr(), &loss);
+        }
+        if (status != FKB_OK) raise_status(status);
+        return loss;
+    }
+
+    // (loss, gradient of every tensor concatenated in tensor order, as float64).
+    py::tuple gradients(py::handle x, py::handle y, py::handle sample_weight) {
+        Batch b = batch_args("gradients", x, y, sample_weight);
+        int64_t count = 0;
+        for (int64_t s : sizes_) count += s;
+        py::array_t<double> grads(static_cast<py::ssize_t>(count));
+        double *gp = grads.mutable_data();
+        double loss = 0.0;
+        fkb_status status;
+        {
+            py::gil_scoped_release release;
+            std::unique_lock<std::shared_mutex> lock(mutex_);
+            status = fkb_network_gradients(net_, b.x.data(), b.y.data(), b.batch, b.w_ptr(), &loss,
+                                           gp, count);
+        }
+        if (status != FKB_OK) raise_status(status);
+        return py::make_tuple(loss, grads);
+    }
+
+    int64_t iterations() const { return fkb_network_iterations(net_); }
+
+    bool is_compiled() const { return n_targets_ >= 0; }
+
+    int64_t n_targets() const { return n_targets_ >= 0 ? n_targets_ : n_outputs(); }
+
 private:
+    using f64_array = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+    // A training batch as the C API takes it: float64, samples contiguous, sizes checked here
+    // (the C API trusts its pointers to hold batch * width values).
+    struct Batch {
+        f64_array x, y, w;  // (a default array_t is an empty array, not a null handle)
+        int64_t batch = 0;
+        bool has_w = false;
+        const double *w_ptr() const { return has_w ? w.data() : nullptr; }
+    };
+
+    static f64_array as_f64(const char *where, const char *what, py::handle h) {
+        auto a = f64_array::ensure(h);
+        if (!a) {
+            PyErr_Clear();
+            raise_error(FKB_ERR_ARGUMENT, std::string(where) + ": " + what +
+                                              " is not an array-like of numbers");
+        }
+        return a;
+    }
+
+    Batch batch_args(const char *where, py::handle x, py::handle y, py::handle sample_weight) {
+        if (n_targets_ < 0) {
+            raise_error(FKB_ERR_ARGUMENT, std::string(where) +
+                                              ": the network is not compiled; call compile("
+                                              "optimizer, loss) first");
+        }
+        Batch b;
+        b.x = as_f64(where, "x", x);
+        const int64_t n_in = n_inputs();
+        if (b.x.ndim() != 2 || b.x.shape(1) != n_in) {
+            std::string got = "(";
+            for (py::ssize_t k = 0; k < b.x.ndim(); ++k) {
+                got += (k ? ", " : "") + std::to_string(b.x.shape(k));
+            }
+            got += b.x.ndim() == 1 ? ",)" : ")";
+            raise_error(FKB_ERR_SHAPE, std::string(where) + ": x has shape " + got +
+                                           ", expected (batch, " + std::to_string(n_in) + ")");
+        }
+        b.batch = b.x.shape(0);
+        if (b.batch < 1) raise_error(FKB_ERR_ARGUMENT, std::string(where) + ": empty batch");
+        b.y = as_f64(where, "y", y);
+        if (b.y.size() != b.batch * n_targets_) {
+            raise_error(FKB_ERR_SHAPE,
+                        std::string(where) + ": y has " + std::to_string(b.y.size()) +
+                            " values, expected " + std::to_string(b.batch * n_targets_) + " (" +
+                            std::to_string(b.batch) + " samples x " +
+                            std::to_string(n_targets_) + " targets)");
+        }
+        if (!sample_weight.is_none()) {
+            b.w = as_f64(where, "sample_weight", sample_weight);
+            b.has_w = true;
+            if (b.w.size() != b.batch) {
+                raise_error(FKB_ERR_SHAPE, std::string(where) + ": sample_weight has " +
+                                               std::to_string(b.w.size()) + " values for " +
+                                               std::to_string(b.batch) + " samples");
+            }
+        }
+        return b;
+    }
+
     int64_t tensor_size(int64_t index) const {
         if (index < 0 || index >= static_cast<int64_t>(sizes_.size())) {
             raise_error(FKB_ERR_ARGUMENT, "tensor index " + std::to_string(index) +
@@ -216,6 +347,7 @@ private:
 
     fkb_network *net_ = nullptr;
     std::vector<int64_t> sizes_;
+    int64_t n_targets_ = -1;  // values of y per sample once compiled; -1 before compile
     mutable std::shared_mutex mutex_;
 };
 
@@ -389,5 +521,21 @@ PYBIND11_MODULE(_core, m) {
              "Overwrites tensor `index` from flat float64 values.")
         .def("predict", &Network::predict, py::arg("x"),
              "Runs the network on x of shape (batch, n_inputs) or (n_inputs,); float32 in "
-             "gives float32 out, float64 in gives float64 out.");
+             "gives float32 out, float64 in gives float64 out.")
+        .def("compile", &Network::compile, py::arg("optimizer"), py::arg("loss"),
+             "Sets the optimizer and loss (spec texts); resets the optimizer state.")
+        .def("train_on_batch", &Network::train_on_batch, py::arg("x"), py::arg("y"),
+             py::arg("sample_weight") = py::none(),
+             "One optimizer step; returns the batch loss before the step.")
+        .def("evaluate", &Network::evaluate, py::arg("x"), py::arg("y"),
+             py::arg("sample_weight") = py::none(),
+             "The compiled loss in inference mode; nothing changes.")
+        .def("gradients", &Network::gradients, py::arg("x"), py::arg("y"),
+             py::arg("sample_weight") = py::none(),
+             "(loss, flat float64 gradient of every tensor in tensor order); nothing changes.")
+        .def_property_readonly("iterations", &Network::iterations,
+                               "Optimizer steps taken since compile.")
+        .def_property_readonly("is_compiled", &Network::is_compiled)
+        .def_property_readonly("n_targets", &Network::n_targets,
+                               "Values of y per sample for the compiled loss.");
 }
