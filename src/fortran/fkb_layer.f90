@@ -37,6 +37,7 @@ module fkb_layer
     ! ---- training (see fkb_trainer) ----
     procedure :: supports_training => layer_supports_training
     procedure :: tensor_trainable => layer_tensor_trainable
+    procedure :: update_state => layer_update_state
     procedure :: cache_size => layer_cache_size
     procedure :: train_forward_r32 => layer_train_forward_r32
     procedure :: train_forward_r64 => layer_train_forward_r64
@@ -133,6 +134,13 @@ contains
     integer, intent(in) :: k
     layer_tensor_trainable = self%trainable .and. k > 0
   end function layer_tensor_trainable
+
+  subroutine layer_update_state(self, x)
+    !! After a training step: update non-trainable state from the step's input x (as double),
+    !! e.g. BatchNormalization's moving statistics. Default: nothing.
+    class(fkb_layer_t), intent(inout) :: self
+    real(real64), intent(in) :: x(:, :)
+  end subroutine layer_update_state
 
   integer(int64) function layer_cache_size(self)
     class(fkb_layer_t), intent(in) :: self

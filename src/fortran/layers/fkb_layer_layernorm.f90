@@ -5,6 +5,7 @@ module fkb_layer_layernorm
   use fkb_errors, only: FKB_OK
   use fkb_config, only: fkb_config_t, real_text
   use fkb_layer, only: fkb_layer_t
+  use fkb_tensor, only: fkb_tensor_t
   implicit none
   private
   public :: fkb_layernorm_t
@@ -17,6 +18,9 @@ module fkb_layer_layernorm
     procedure :: options => ln_options
     procedure :: forward_r32 => ln_forward_r32
     procedure :: forward_r64 => ln_forward_r64
+    procedure :: supports_training => ln_supports_training
+    procedure :: backward_r32 => ln_backward_r32
+    procedure :: backward_r64 => ln_backward_r64
   end type fkb_layernorm_t
 
 contains
@@ -92,5 +96,64 @@ contains
       end if
     end do
   end subroutine ln_forward_r64
+
+  logical function ln_supports_training(self)
+    class(fkb_layernorm_t), intent(in) :: self
+    ln_supports_training = .true.
+  end function ln_supports_training
+
+  subroutine ln_backward_r32(self, x, y, cache, dy, dx, grads, need_dx, dz_given)
+    ! Per sample: xhat = (x - mean) rstd; dxhat = gamma dy;
+    ! dx = rstd/N (N dxhat - sum(dxhat) - xhat sum(dxhat xhat)).
+    class(fkb_layernorm_t), intent(in) :: self
+    real(real32), intent(in), contiguous :: x(:, :), y(:, :), cache(:, :)
+    real(real32), intent(inout), contiguous :: dy(:, :), dx(:, :)
+    type(fkb_tensor_t), intent(inout) :: grads(:)
+    logical, intent(in) :: need_dx, dz_given
+    real(real32) :: xhat(self%n_in), dxh(self%n_in), mean, var, rstd
+    integer(int64) :: j, nf
+    nf = self%n_in
+    if (self%scale) grads(1)%r32 = 0
+    if (self%center) grads(size(grads))%r32 = 0
+    do j = 1, size(x, 2, int64)
+      mean = sum(x(:, j)) / nf
+      var = sum((x(:, j) - mean)**2) / nf
+      rstd = 1 / sqrt(var + real(self%epsilon, real32))
+      xhat = (x(:, j) - mean) * rstd
+      if (self%scale) grads(1)%r32 = grads(1)%r32 + dy(:, j) * xhat
+      if (self%center) grads(size(grads))%r32 = grads(size(grads))%r32 + dy(:, j)
+      if (.not. need_dx) cycle
+      dxh = dy(:, j)
+      if (self%scale) dxh = dxh * self%params(1)%r32
+      dx(:, j) = rstd / nf * (nf * dxh - sum(dxh) - xhat * sum(dxh * xhat))
+    end do
+  end subroutine ln_backward_r32
+
+  subroutine ln_backward_r64(self, x, y, cache, dy, dx, grads, need_dx, dz_given)
+    ! Per sample: xhat = (x - mean) rstd; dxhat = gamma dy;
+    ! dx = rstd/N (N dxhat - sum(dxhat) - xhat sum(dxhat xhat)).
+    class(fkb_layernorm_t), intent(in) :: self
+    real(real64), intent(in), contiguous :: x(:, :), y(:, :), cache(:, :)
+    real(real64), intent(inout), contiguous :: dy(:, :), dx(:, :)
+    type(fkb_tensor_t), intent(inout) :: grads(:)
+    logical, intent(in) :: need_dx, dz_given
+    real(real64) :: xhat(self%n_in), dxh(self%n_in), mean, var, rstd
+    integer(int64) :: j, nf
+    nf = self%n_in
+    if (self%scale) grads(1)%r64 = 0
+    if (self%center) grads(size(grads))%r64 = 0
+    do j = 1, size(x, 2, int64)
+      mean = sum(x(:, j)) / nf
+      var = sum((x(:, j) - mean)**2) / nf
+      rstd = 1 / sqrt(var + real(self%epsilon, real64))
+      xhat = (x(:, j) - mean) * rstd
+      if (self%scale) grads(1)%r64 = grads(1)%r64 + dy(:, j) * xhat
+      if (self%center) grads(size(grads))%r64 = grads(size(grads))%r64 + dy(:, j)
+      if (.not. need_dx) cycle
+      dxh = dy(:, j)
+      if (self%scale) dxh = dxh * self%params(1)%r64
+      dx(:, j) = rstd / nf * (nf * dxh - sum(dxh) - xhat * sum(dxh * xhat))
+    end do
+  end subroutine ln_backward_r64
 
 end module fkb_layer_layernorm

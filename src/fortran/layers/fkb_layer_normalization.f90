@@ -20,6 +20,9 @@ module fkb_layer_normalization
     procedure :: options => norm_options
     procedure :: prepare => norm_prepare
     procedure :: tensor_trainable => norm_tensor_trainable
+    procedure :: supports_training => norm_supports_training
+    procedure :: backward_r32 => norm_backward_r32
+    procedure :: backward_r64 => norm_backward_r64
     procedure :: forward_r32 => norm_forward_r32
     procedure :: forward_r64 => norm_forward_r64
   end type fkb_normalization_t
@@ -91,5 +94,48 @@ contains
       end if
     end do
   end subroutine norm_forward_r64
+
+  logical function norm_supports_training(self)
+    class(fkb_normalization_t), intent(in) :: self
+    norm_supports_training = .true.
+  end function norm_supports_training
+
+  subroutine norm_backward_r32(self, x, y, cache, dy, dx, grads, need_dx, dz_given)
+    class(fkb_normalization_t), intent(in) :: self
+    real(real32), intent(in), contiguous :: x(:, :), y(:, :), cache(:, :)
+    real(real32), intent(inout), contiguous :: dy(:, :), dx(:, :)
+    type(fkb_tensor_t), intent(inout) :: grads(:)
+    logical, intent(in) :: need_dx, dz_given
+    integer(int64) :: j
+    grads(1)%r32 = 0
+    grads(2)%r32 = 0
+    if (.not. need_dx) return
+    do j = 1, size(x, 2, int64)
+      if (self%invert) then
+        dx(:, j) = dy(:, j) * self%denom%r32
+      else
+        dx(:, j) = dy(:, j) / self%denom%r32
+      end if
+    end do
+  end subroutine norm_backward_r32
+
+  subroutine norm_backward_r64(self, x, y, cache, dy, dx, grads, need_dx, dz_given)
+    class(fkb_normalization_t), intent(in) :: self
+    real(real64), intent(in), contiguous :: x(:, :), y(:, :), cache(:, :)
+    real(real64), intent(inout), contiguous :: dy(:, :), dx(:, :)
+    type(fkb_tensor_t), intent(inout) :: grads(:)
+    logical, intent(in) :: need_dx, dz_given
+    integer(int64) :: j
+    grads(1)%r64 = 0
+    grads(2)%r64 = 0
+    if (.not. need_dx) return
+    do j = 1, size(x, 2, int64)
+      if (self%invert) then
+        dx(:, j) = dy(:, j) * self%denom%r64
+      else
+        dx(:, j) = dy(:, j) / self%denom%r64
+      end if
+    end do
+  end subroutine norm_backward_r64
 
 end module fkb_layer_normalization
