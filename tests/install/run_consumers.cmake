@@ -34,6 +34,12 @@ foreach(lang fortran c cpp)
   run_all_cases(${WORK}/${lang}/consumer)
 endforeach()
 
+# The online-learning example: trains from a Fortran time loop and saves its state.
+run(${CMAKE_COMMAND} -S ${SRC}/../../examples/online_learning -B ${WORK}/online -G ${GENERATOR}
+    -DCMAKE_PREFIX_PATH=${PREFIX})
+run(${CMAKE_COMMAND} --build ${WORK}/online)
+run(${WORK}/online/fkb_online ${CASES}/spcam_like_float32.fkb 100 ${WORK}/online/trained.fkb)
+
 # pkg-config: a plain compiler command line, as a Makefile-built host model would use.
 find_program(PKG_CONFIG pkg-config)
 find_program(CC NAMES cc gcc)
