@@ -212,6 +212,23 @@ def optimizer_effect(opts, values, n_perm=10000, seed=0):
     return float(s), float((np.sum(perm >= s - 1e-12) + 1) / (n_perm + 1))
 
 
+def optimizer_given_offline(opts, offline, values, key_higher_is_better=False):
+    """Does the optimizer matter online beyond what the offline error predicts? Per model, the
+    rank of its online measure minus the rank of its offline error (robust to the few very
+    bad models); per-optimizer medians of that, and the spread of those medians with its
+    permutation p-value (optimizer_effect). Negative: better online than its offline rank."""
+    off, y = np.asarray(offline, float), np.asarray(values, float)
+    opts = np.asarray(opts)
+    ok = np.isfinite(off) & np.isfinite(y)
+    if ok.sum() < 3:
+        return {}, float("nan"), float("nan")
+    if key_higher_is_better:
+        y = -y      # ranks of "online badness", so that negative always means better online
+    res = ranks(y[ok]) - ranks(off[ok])
+    med = {g: float(np.median(res[opts[ok] == g])) for g in OPTIMIZERS if np.any(opts[ok] == g)}
+    return (med, *optimizer_effect(opts[ok], res))
+
+
 def hellinger_floor(x_test, edges):
     """Hellinger distance between the PDFs of X in the two halves of the truth's test
     segment, with the host model's bins: what sampling alone gives."""
@@ -528,6 +545,15 @@ def main(argv=None):
     f.append("  spread of the per-optimizer medians (max - min) and permutation p-value:")
     for key, (s, p) in opt_stats.items():
         f.append(f"  - {key}: {s:.3f}, p = {p:.3g}")
+    f.append("  given the offline error (rank of the online measure minus rank of the offline "
+             "RMSE, per model): median per optimizer; spread, permutation p:")
+    for key in (ONLINE_ERROR, "divergence_time_mean", "hellinger"):
+        med, spread, p = optimizer_given_offline([r["optimizer"] for r in rows],
+                                                 [r["offline_rmse"] for r in rows],
+                                                 [r[key] for r in rows],
+                                                 key == "divergence_time_mean")
+        f.append(f"  - {key}: " + ", ".join(f"{g} {v:+.1f}" for g, v in med.items())
+                 + f"; {spread:.1f}, p = {p:.3g}")
     if ens:
         best = min(rows, key=lambda r: r[ONLINE_ERROR])
         f.append(f"Ensemble of the {k_best} best by offline error ({', '.join(ens['members'])}): "
