@@ -55,6 +55,8 @@ class Network:
     @property
     def iterations(self) -> int:
         """Optimizer steps taken since compile."""
+    def loaded_compiled(self, loss: str) -> None:
+        """Marks a network loaded with its training state as compiled with `loss`."""
     @property
     def is_compiled(self) -> bool: ...
     @property

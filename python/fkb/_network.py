@@ -44,7 +44,14 @@ class Network:
     def load(cls, path: str | os.PathLike) -> "Network":
         """Loads a `.fkb` file or a legacy FKB text file."""
         path = os.fspath(path)
-        return cls(_core_module().Network(path), source=path)
+        net = cls(_core_module().Network(path), source=path)
+        training = _training_records(path)
+        if training is not None and "loss" in training:
+            # The engine restored the optimizer, its state and the loss: compiled.
+            net._core.loaded_compiled(training["loss"])
+            net._loss = training["loss"]
+            net._optimizer = training.get("optimizer")
+        return net
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> "Network":
@@ -88,7 +95,8 @@ class Network:
 
     @property
     def optimizer(self) -> Any:
-        """The compiled :class:`fkb.optimizers.Optimizer` (None before :meth:`compile`)."""
+        """The compiled :class:`fkb.optimizers.Optimizer` (None before :meth:`compile`); for a
+        network loaded with its training state, the engine's optimizer text from the file."""
         return getattr(self, "_optimizer", None)
 
     @property
@@ -296,6 +304,24 @@ class Network:
             f"<fkb.Network {name!r} {self.dtype.name} {self.n_inputs} -> {self.n_outputs}, "
             f"{len(self._header().layers)} layers>"
         )
+
+
+def _training_records(path: str) -> dict[str, Any] | None:
+    """The training records (optimizer, loss, state) of a `.fkb` file's header, if any."""
+    from ._format import _PREFIX, MAGIC
+
+    try:
+        with open(path, "rb") as f:
+            prefix = f.read(_PREFIX.size)
+            if len(prefix) < _PREFIX.size or prefix[:len(MAGIC)] != MAGIC:
+                return None  # a legacy text file (the engine has read it already)
+            header = f.read(_PREFIX.unpack_from(prefix)[3])
+    except OSError:
+        return None
+    if b"\nloss " not in header:
+        return None
+    spec, _ = parse_header(header)
+    return spec.training
 
 
 def format_summary(spec: ModelSpec) -> str:

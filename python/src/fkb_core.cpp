@@ -177,11 +177,7 @@ public:
             status = fkb_network_compile(net_, optimizer.c_str(), loss.c_str());
         }
         if (status != FKB_OK) raise_status(status);
-        // y holds one class index per sample for sparse categorical crossentropy.
-        std::istringstream words(loss);
-        std::string name;
-        words >> name;
-        n_targets_ = name == "sparse_categorical_crossentropy" ? 1 : n_outputs();
+        set_targets(loss);
     }
 
     double train_on_batch(py::handle x, py::handle y, py::handle sample_weight) {
@@ -232,11 +228,23 @@ public:
 
     int64_t iterations() const { return fkb_network_iterations(net_); }
 
+    // A file saved by a compiled network loads compiled (format 1.1); the package reads its
+    // loss record and passes it here, since the C API has no query for it.
+    void loaded_compiled(const std::string &loss) { set_targets(loss); }
+
     bool is_compiled() const { return n_targets_ >= 0; }
 
     int64_t n_targets() const { return n_targets_ >= 0 ? n_targets_ : n_outputs(); }
 
 private:
+    // y holds one class index per sample for sparse categorical crossentropy.
+    void set_targets(const std::string &loss) {
+        std::istringstream words(loss);
+        std::string name;
+        words >> name;
+        n_targets_ = name == "sparse_categorical_crossentropy" ? 1 : n_outputs();
+    }
+
     using f64_array = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
     // A training batch as the C API takes it: float64, samples contiguous, sizes checked here
@@ -535,6 +543,8 @@ PYBIND11_MODULE(_core, m) {
              "(loss, flat float64 gradient of every tensor in tensor order); nothing changes.")
         .def_property_readonly("iterations", &Network::iterations,
                                "Optimizer steps taken since compile.")
+        .def("loaded_compiled", &Network::loaded_compiled, py::arg("loss"),
+             "Marks a network loaded with its training state as compiled with `loss`.")
         .def_property_readonly("is_compiled", &Network::is_compiled)
         .def_property_readonly("n_targets", &Network::n_targets,
                                "Values of y per sample for the compiled loss.");
