@@ -53,6 +53,7 @@ MODELS = {
     "deep": ("deep-narrow 64→10×64→64 (ReLU)", 64, [64] * 10, 64, "relu", 0.0),
 }
 BIG = ("10M-parameter 512→3×2048→512 (ReLU)", 512, [2048] * 3, 512, "relu", 0.0)
+TRAIN_BATCH = 256
 ACT_CODE = {"linear": 0, "relu": 1, "leaky_relu": 2, "tanh": 3}
 
 SYSTEMS = ["fkb-fortran", "fkb-c", "fkb-python", "ort", "keras-tf.function", "keras-call",
@@ -60,7 +61,8 @@ SYSTEMS = ["fkb-fortran", "fkb-c", "fkb-python", "ort", "keras-tf.function", "ke
 NAMES = {"fkb-fortran": "FKB-Fortran", "fkb-c": "FKB-C", "fkb-python": "FKB-Python",
          "ort": "ORT", "keras-tf.function": "tf.function", "keras-call": "Keras call",
          "keras-predict": "Keras predict", "loop": "loop (1 thr)", "gemm": "GEMM bound",
-         "fkb-fortran-rank1": "FKB-Fortran rank-1"}
+         "fkb-fortran-rank1": "FKB-Fortran rank-1", "fkb-python-train": "FKB-Python",
+         "keras-train": "Keras"}
 # Worker processes: name -> systems it measures.
 WORKERS = {"fkb-fortran": ["fkb-fortran"], "fkb-c": ["fkb-c"], "fkb-python": ["fkb-python"],
            "ort": ["ort"], "keras": ["keras-tf.function", "keras-call", "keras-predict"],
@@ -287,6 +289,13 @@ def worker_jobs(worker: str, threads: int, cfg, models) -> list:
                             continue  # slow (tf.data per call); float64 Keras: call, tf.function
                         jobs.append((label(mode, m, d, b),
                                      dict(kind="predict", mode=mode, path=f["keras"], dtype=d, batch=b)))
+    if worker in ("fkb-python", "keras") and "spcam" in MODELS and cfg.train:
+        # training throughput: one Adam step (MSE) per call, SPCAM-like, float32, batch 256
+        sysname = "fkb-python-train" if worker == "fkb-python" else "keras-train"
+        f = models[("spcam", "float32")]["files"]
+        jobs.append((label(sysname, "spcam", "float32", TRAIN_BATCH),
+                     dict(kind="train", mode=sysname, dtype="float32", batch=TRAIN_BATCH,
+                          path=f["fkb"] if worker == "fkb-python" else f["keras"])))
     if worker == "gemm":
         for d in cfg.dtypes:
             n = cfg.square
@@ -476,6 +485,14 @@ def make_report(cfg, meta, results, failures, models, rss) -> tuple[str, dict]:
         rows.append(f"| loading the 10M-parameter `.fkb` ({NAMES[s]}) | ≤ 0.1 s | "
                     f"{'—' if v is None else f'{v:.3f} s'} | {'—' if v is None else ('meets' if v <= 0.1 else 'misses')} | |")
         summary[f"load10M {s} s"] = v
+    for t in cfg.threads:
+        a = per_sample("fkb-python-train", "spcam", "float32", t, TRAIN_BATCH)
+        b = per_sample("keras-train", "spcam", "float32", t, TRAIN_BATCH)
+        target(f"training, SPCAM-like, Adam, batch {TRAIN_BATCH}, {t} thread(s): FKB-Python "
+               "throughput / Keras'", div(b, a), "≥ 1.5×", lambda v: v >= 1.5,
+               f"train_on_batch: FKB {us(a)} µs/sample, Keras {us(b)}"
+               + rounds(("keras-train", "spcam", "float32", t, TRAIN_BATCH),
+                        ("fkb-python-train", "spcam", "float32", t, TRAIN_BATCH)))
     L.append("## Issue 7 targets (float32)")
     L.append("")
     L.append("| target | goal | measured | | detail |")
@@ -483,8 +500,10 @@ def make_report(cfg, meta, results, failures, models, rss) -> tuple[str, dict]:
     L += rows
     L.append("")
     L.append("Ratios above 1 mean FKB is faster, except the latency ratio (FKB ÷ ORT, lower is "
-             "better) and the flatness ratio. Training throughput and the no-allocation check "
-             "are not measured here (no training yet; allocation is a test's job).")
+             "better) and the flatness ratio. Training: `train_on_batch` with Adam and MSE from Python, "
+             "FKB's `Network.compile('adam', 'mse')` against Keras' `model.compile(optimizer='adam', "
+             "loss='mse')`, each on its own copy of the model. The no-allocation check is a test's "
+             "job, not measured here.")
     L.append("")
 
     # --- main tables ---------------------------------------------------------------------------
@@ -640,6 +659,7 @@ def main() -> int:
     ap.add_argument("--threads", help="thread counts (default 1,2)")
     ap.add_argument("--systems", help="comma-separated workers to run (default all: "
                     + ",".join(WORKERS) + ")")
+    ap.add_argument("--no-train", action="store_true", help="skip the training throughput cells")
     a = ap.parse_args()
 
     cfg = argparse.Namespace()
@@ -654,6 +674,7 @@ def main() -> int:
     cfg.threads = [int(x) for x in a.threads.split(",")] if a.threads else [1, 2]
     cfg.loop_cols = 16 if a.quick else 64
     cfg.square = 1024
+    cfg.train = not a.no_train
     workers = a.systems.split(",") if a.systems else list(WORKERS)
     cfg.systems_run = [s for w in workers for s in WORKERS[w]]
 
@@ -724,6 +745,7 @@ def main() -> int:
     mcfg.rounds = 1
     mcfg.min_samples = 1
     mcfg.budget = 0.0
+    mcfg.train = False
     for w in workers:
         jobs = [(lab, j) for lab, j in worker_jobs(w, -1, mcfg, models)
                 if lab.split("|")[1] == "spcam" and lab.split("|")[0] in ("fkb-fortran", "fkb-c", "fkb-python", "ort", "keras-tf.function", "loop", "gemm")]

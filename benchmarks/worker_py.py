@@ -10,7 +10,8 @@ Timing protocol (the same as fortran/bench_timer.f90): two warm-up calls, one ti
 blocks of k = ceil(block_target / t1) calls, blocks until min_samples were taken and budget
 seconds spent (or max_samples), median of (block time / k).
 
-Job fields: label, kind ("predict" or "load"), mode ("fkb", "keras-predict", "keras-call",
+Job fields: label, kind ("predict", "load" or "train": one Adam step on an MSE loss, from a
+fresh copy of the model), mode ("fkb", "keras-predict", "keras-call",
 "keras-tf.function", "ort"), path (the model file for that system), dtype ("float32" or
 "float64"), batch.
 """
@@ -76,6 +77,14 @@ def main() -> int:
         def make(job):
             if job["kind"] == "load":
                 return lambda: fkb.load(job["path"])
+            if job["kind"] == "train":  # a network of its own: training changes the weights
+                net = fkb.load(job["path"])
+                if not hasattr(net, "train_on_batch"):
+                    raise RuntimeError("this fkb package has no training (Network.train_on_batch)")
+                net.compile("adam", "mse")
+                x = rng.uniform(-1, 1, (job["batch"], net.n_inputs)).astype(job["dtype"])
+                y = rng.uniform(-1, 1, (job["batch"], net.n_outputs)).astype(job["dtype"])
+                return lambda: net.train_on_batch(x, y)
             net = get(job)
             x = rng.uniform(-1, 1, (job["batch"], net.n_inputs)).astype(job["dtype"])
             return lambda: net.predict(x)
@@ -99,6 +108,13 @@ def main() -> int:
         def make(job):
             if job["kind"] == "load":
                 return lambda: keras.saving.load_model(job["path"], compile=False)
+            if job["kind"] == "train":  # a model of its own: training changes the weights
+                model = keras.saving.load_model(job["path"], compile=False)
+                model.compile(optimizer="adam", loss="mse")
+                n_in, n_out = model.inputs[0].shape[-1], model.outputs[0].shape[-1]
+                x = rng.uniform(-1, 1, (job["batch"], n_in)).astype(job["dtype"])
+                y = rng.uniform(-1, 1, (job["batch"], n_out)).astype(job["dtype"])
+                return lambda: model.train_on_batch(x, y)
             model, serve, n_in = get(job)
             b = job["batch"]
             x = rng.uniform(-1, 1, (b, n_in)).astype(job["dtype"])
