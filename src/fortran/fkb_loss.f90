@@ -5,7 +5,7 @@
 !! Specs are text, as in `.fkb` headers: "mean_squared_error", "huber delta=1.0",
 !! "categorical_crossentropy from_logits=1 label_smoothing=0.1". Computed in double precision.
 module fkb_loss
-  use iso_fortran_env, only: real64, int64
+  use iso_fortran_env, only: real32, real64, int64
   use fkb_errors, only: FKB_OK, FKB_ERR_UNSUPPORTED, FKB_ERR_ARGUMENT, FKB_ERR_SHAPE, set_error
   use fkb_config, only: fkb_config_t, real_text
   use fkb_text, only: string_t, split_fields
@@ -164,7 +164,7 @@ contains
       case (LOSS_LOG_COSH)
         do j = 1, m
           e = y(j, b) - tv(j)
-          l = l + (e + softplus(-2 * e) - log(2.0_real64))
+          l = l + (e + softplus(-2 * e) - real(log(2.0_real32), real64))   ! Keras: float32
           grad(j, b) = (1 - 2 / (1 + exp(2 * e))) / m
         end do
         l = l / m

@@ -17,7 +17,7 @@ module fkb_network_m
   use fkb_random, only: mix64
   use fkb_trainer, only: fkb_trainer_t, trainer_compile, trainer_step, trainer_record, &
                          trainer_restore
-  use fkb_loss, only: loss_and_gradient, LOSS_SPARSE_CCE
+  use fkb_loss, only: LOSS_SPARSE_CCE
   use fkb_optimizer, only: slot_t
   use fkb_workspace, only: ws_slot, POOL_SIZE, claim_slot, release_slot, reserve
   implicit none
@@ -406,35 +406,26 @@ contains
   end subroutine net_gradients
 
   subroutine net_evaluate(self, x, y, loss, stat, errmsg, sample_weight)
-    !! The compiled loss of the network in inference mode (Dropout off), nothing changed.
+    !! The compiled loss of the network in inference mode (Dropout off, moving statistics),
+    !! computed as Keras' evaluate does; nothing changes.
     class(fkb_network), intent(inout) :: self
     real(real64), intent(in) :: x(:, :), y(:, :)
     real(real64), intent(out) :: loss
     integer, intent(out), optional :: stat
     character(len=*), intent(inout), optional :: errmsg
     real(real64), intent(in), optional :: sample_weight(:)
-    real(real64), allocatable :: yp(:, :), g(:, :)
     character(len=:), allocatable :: msg
     integer :: st
     msg = ''
     loss = 0
     if (.not. allocated(self%trainer)) then
       call set_error(st, msg, FKB_ERR_ARGUMENT, 'call compile before evaluate')
-      call report(st, msg, stat, errmsg)
-      return
-    end if
-    allocate(yp(self%model%n_out(), size(x, 2)), g(self%model%n_out(), size(x, 2)))
-    call self%predict_core(size(x, 1, int64), size(yp, 1, int64), size(x, 2, int64), &
-                           size(yp, 2, int64), st, msg, x64=x, y64=yp)
-    if (st == FKB_OK .and. size(y, 2) /= size(x, 2)) &
-      call set_error(st, msg, FKB_ERR_SHAPE, 'y and x have different batch sizes')
-    if (st == FKB_OK) then
-      if (present(sample_weight)) then
-        call loss_and_gradient(self%trainer%loss, yp, y, sample_weight, .false., loss, g, st, msg)
-      else
-        call loss_and_gradient(self%trainer%loss, yp, y, [real(real64) ::], .false., loss, g, &
-                               st, msg)
-      end if
+    else if (present(sample_weight)) then
+      call trainer_step(self%trainer, self%model, x, y, sample_weight, loss, .false., st, msg, &
+                        inference=.true.)
+    else
+      call trainer_step(self%trainer, self%model, x, y, [real(real64) ::], loss, .false., st, &
+                        msg, inference=.true.)
     end if
     call report(st, msg, stat, errmsg)
   end subroutine net_evaluate

@@ -5,8 +5,12 @@
 !!
 !! Specs are text: "adam learning_rate=0.001 beta_1=0.9 amsgrad=1". Arithmetic in double
 !! precision; a float32 network rounds its weights back to float32 after each step.
+!! Where Keras passes a Python float through a float32 tensor before use (so even a float64
+!! model sees it rounded), we round it too, marked "Keras: float32" with the source line:
+!! SGD's momentum, Adam's and Nadam's bias-correction powers, Nadam's 0.96, weight decay and
+!! Adagrad's initial accumulator.
 module fkb_optimizer
-  use iso_fortran_env, only: real64, int64
+  use iso_fortran_env, only: real32, real64, int64
   use fkb_errors, only: FKB_OK, FKB_ERR_UNSUPPORTED, FKB_ERR_ARGUMENT, set_error
   use fkb_config, only: fkb_config_t, real_text, int_text
   use fkb_text, only: string_t, split_fields
@@ -142,7 +146,7 @@ contains
     type(fkb_optimizer_t), intent(inout) :: opt
     type(slot_t), intent(inout) :: vars(:)
     type(slot_t), intent(inout) :: grads(:)
-    real(real64) :: lr, norm, scale, t, b1p, b2p, alpha, u_t, u_t1, up, up1
+    real(real64) :: lr, norm, scale, t, b1p, b2p, alpha, u_t, u_t1, up, up1, mom
     integer :: k
     if (.not. allocated(opt%slots)) call init_slots(opt, vars)
     lr = learning_rate_at(opt, opt%iterations)
@@ -174,7 +178,8 @@ contains
     ! 2. Weight decay (decoupled, as Keras applies it to every optimizer that has one).
     if (opt%weight_decay > 0) then
       do k = 1, size(vars)
-        vars(k)%m = vars(k)%m - vars(k)%m * opt%weight_decay * lr
+        ! Keras: float32 (backend/tensorflow/optimizer.py _apply_weight_decay)
+        vars(k)%m = vars(k)%m - vars(k)%m * f32(opt%weight_decay) * lr
       end do
     end if
     ! 3. The update rule.
@@ -188,9 +193,10 @@ contains
         select case (opt%id)
         case (OPT_SGD)
           if (opt%momentum /= 0) then
-            s%m = s%m * opt%momentum - g * lr
+            mom = f32(opt%momentum)                ! Keras: float32 (optimizers/sgd.py)
+            s%m = s%m * mom - g * lr
             if (opt%nesterov) then
-              w = w + (s%m * opt%momentum - g * lr)
+              w = w + (s%m * mom - g * lr)
             else
               w = w + s%m
             end if
@@ -198,8 +204,8 @@ contains
             w = w - g * lr
           end if
         case (OPT_ADAM, OPT_ADAMW)
-          b1p = opt%beta_1**t
-          b2p = opt%beta_2**t
+          b1p = f32(opt%beta_1)**t                ! Keras: float32 (optimizers/adam.py)
+          b2p = f32(opt%beta_2)**t
           alpha = lr * sqrt(1 - b2p) / (1 - b1p)
           s%m = s%m + (g - s%m) * (1 - opt%beta_1)
           s%v = s%v + (g * g - s%v) * (1 - opt%beta_2)
@@ -227,13 +233,16 @@ contains
           s%v = s%v + g * g
           w = w - (lr * g) / sqrt(s%v + opt%epsilon)
         case (OPT_NADAM)
-          u_t = opt%beta_1 * (1 - 0.5_real64 * 0.96_real64**t)
-          u_t1 = opt%beta_1 * (1 - 0.5_real64 * 0.96_real64**(t + 1))
+          ! Keras: float32 for 0.96, beta_1, beta_2 here (optimizers/nadam.py update_step),
+          ! exact in the running product u_product (nadam.py _backend_update_step).
+          u_t = f32(opt%beta_1) * (1 - 0.5_real64 * f32(0.96_real64)**t)
+          u_t1 = f32(opt%beta_1) * (1 - 0.5_real64 * f32(0.96_real64)**(t + 1))
           up = opt%u_product
           up1 = up * u_t1
-          b2p = opt%beta_2**t
-          s%m = s%m + (g - s%m) * (1 - opt%beta_1)
-          s%v = s%v + (g * g - s%v) * (1 - opt%beta_2)
+          b2p = f32(opt%beta_2)**t
+          ! Nadam's moments also use the rounded betas (unlike Adam's).
+          s%m = s%m + (g - s%m) * (1 - f32(opt%beta_1))
+          s%v = s%v + (g * g - s%v) * (1 - f32(opt%beta_2))
           w = w - ((u_t1 * s%m / (1 - up1) + (1 - u_t) * g / (1 - up)) * lr) / &
                   (sqrt(s%v / (1 - b2p)) + opt%epsilon)
         end select
@@ -366,9 +375,16 @@ contains
       opt%slots(k)%m = 0
       opt%slots(k)%v = 0
       opt%slots(k)%vhat = 0
-      if (opt%id == OPT_ADAGRAD) opt%slots(k)%v = opt%initial_accumulator_value
+      ! Keras: float32 (initializers/constant_initializers.py via adagrad.py)
+      if (opt%id == OPT_ADAGRAD) opt%slots(k)%v = f32(opt%initial_accumulator_value)
     end do
   end subroutine init_slots
+
+  elemental real(real64) function f32(x)
+    !! x rounded to float32, as Keras' casts of Python floats do.
+    real(real64), intent(in) :: x
+    f32 = real(real(x, real32), real64)
+  end function f32
 
   pure function lower(s) result(r)
     character(len=*), intent(in) :: s

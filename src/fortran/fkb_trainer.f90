@@ -69,8 +69,10 @@ contains
       call set_error(stat, msg, FKB_ERR_ARGUMENT, 'the model has no layers to train')
       return
     end if
-    ! Keras computes a crossentropy from logits when the output comes straight from a sigmoid
-    ! (binary) or softmax (categorical) activation; so do we, for the same gradients.
+    ! Keras computes any crossentropy from the pre-activation values when the output comes
+    ! straight from a sigmoid or softmax activation, whatever from_logits says (the
+    ! activation attaches `_keras_logits`, which keras/src/backend/tensorflow/nn.py
+    ! _get_logits prefers); so do we, for the same losses and gradients.
     act = 0
     select type (l => model%layers(model%n_layers)%l)
     type is (fkb_dense_t)
@@ -78,14 +80,12 @@ contains
     type is (fkb_activation_layer_t)
       act = l%act%id
     end select
-    if (.not. tr%loss%from_logits) then
-      tr%shortcut = (tr%loss%id == LOSS_BCE .and. act == ACT_SIGMOID_ID) .or. &
-                    ((tr%loss%id == LOSS_CCE .or. tr%loss%id == LOSS_SPARSE_CCE) .and. &
-                     act == ACT_SOFTMAX)
-    end if
+    tr%shortcut = (tr%loss%id == LOSS_BCE .or. tr%loss%id == LOSS_CCE .or. &
+                   tr%loss%id == LOSS_SPARSE_CCE) .and. (act == ACT_SIGMOID_ID .or. &
+                                                         act == ACT_SOFTMAX)
   end subroutine trainer_compile
 
-  subroutine trainer_step(tr, model, x, t, w, value, apply, stat, msg, gradients)
+  subroutine trainer_step(tr, model, x, t, w, value, apply, stat, msg, gradients, inference)
     !! One training step on x(n_in, batch) with targets t(n_out or 1, batch) and sample
     !! weights w (size batch or 0): value = the loss before the update. With apply false the
     !! weights stay as they are and `gradients` (if present) receives dL/dparams, one flat
@@ -98,7 +98,9 @@ contains
     integer, intent(out) :: stat
     character(len=:), allocatable, intent(inout) :: msg
     type(slot_t), intent(inout), optional, allocatable :: gradients(:)
+    logical, intent(in), optional :: inference   !! loss only, layers in inference mode
     integer(int64) :: n, n_t
+    logical :: infer
     stat = FKB_OK
     value = 0
     n = size(x, 2, int64)
@@ -115,10 +117,14 @@ contains
                      int_text(size(t, 1, int64)) // ' x ' // int_text(size(t, 2, int64)))
     end if
     if (stat /= FKB_OK) return
+    infer = .false.
+    if (present(inference)) infer = inference
     if (model%dtype == FKB_FLOAT64) then
-      call step_r64(tr, model, x, t, w, value, apply, stat, msg, gradients)
+      call step_r64(tr, model, x, t, w, value, apply .and. .not. infer, stat, msg, gradients, &
+                    infer)
     else
-      call step_r32(tr, model, x, t, w, value, apply, stat, msg, gradients)
+      call step_r32(tr, model, x, t, w, value, apply .and. .not. infer, stat, msg, gradients, &
+                    infer)
     end if
   end subroutine trainer_step
 
@@ -198,7 +204,7 @@ contains
     end do
   end function all_finite
 
-  subroutine step_r32(tr, model, x, t, w, value, apply, stat, msg, gradients)
+  subroutine step_r32(tr, model, x, t, w, value, apply, stat, msg, gradients, infer)
     integer, parameter :: wp = real32
     type(fkb_trainer_t), intent(inout), target :: tr
     type(fkb_model_t), intent(inout), target :: model
@@ -208,6 +214,7 @@ contains
     integer, intent(out) :: stat
     character(len=:), allocatable, intent(inout) :: msg
     type(slot_t), intent(inout), optional, allocatable :: gradients(:)
+    logical, intent(in) :: infer
     integer(int64) :: n
     include 'kernels/train_step.inc'
   contains
@@ -231,7 +238,7 @@ contains
     end function flat
   end subroutine step_r32
 
-  subroutine step_r64(tr, model, x, t, w, value, apply, stat, msg, gradients)
+  subroutine step_r64(tr, model, x, t, w, value, apply, stat, msg, gradients, infer)
     integer, parameter :: wp = real64
     type(fkb_trainer_t), intent(inout), target :: tr
     type(fkb_model_t), intent(inout), target :: model
@@ -241,6 +248,7 @@ contains
     integer, intent(out) :: stat
     character(len=:), allocatable, intent(inout) :: msg
     type(slot_t), intent(inout), optional, allocatable :: gradients(:)
+    logical, intent(in) :: infer
     integer(int64) :: n
     include 'kernels/train_step.inc'
   contains

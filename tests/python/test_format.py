@@ -91,7 +91,7 @@ def test_layout_matches_spec():
     spec = small_spec()
     data = encode_fkb(spec)
     assert data[:8] == MAGIC == b"\x89FKB\r\n\x1a\n"
-    assert struct.unpack_from("<II", data, 8) == (1, 0)
+    assert struct.unpack_from("<II", data, 8) == (1, 1)  # 1.1: training records allowed
     hlen, header = header_bytes(data)
     text = header.decode()
     assert text.startswith("fkb-model\ndtype float32\ninput 3\n") and text.endswith("\nend\n")
