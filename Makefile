@@ -22,7 +22,8 @@ demo: install python
 	$(PY) examples/l96/run_case_study.py --prefix $(PREFIX) --work build/l96 $(L96_ARGS)
 
 bench: install python
-	$(PY) benchmarks/bench_inference.py --prefix $(PREFIX) --work build/bench
+	$(PY) -m pip install -q -r requirements-bench.txt
+	$(PY) benchmarks/run_all.py --prefix $(PREFIX) --work build/bench $(BENCH_ARGS)
 
 # System packages: a Fortran compiler, BLAS, pkg-config (only what is missing).
 deps:
