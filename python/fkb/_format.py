@@ -382,6 +382,13 @@ def format_header(spec: ModelSpec) -> str:
             lines.append(f"tensor {name} {spec.dtype} {shape}")
     for key, value in spec.metadata.items():
         lines.append(f"meta {key} {percent_encode(value)}")
+    tr = spec.training
+    if tr and tr.get("optimizer") and tr.get("loss"):
+        lines.append(f"optimizer {percent_encode(tr['optimizer'])}")
+        lines.append(f"loss {percent_encode(tr['loss'])}")
+        lines.append(f"state {percent_encode(tr.get('state') or 'iterations=0 u_product=1.0 seed=0')}")
+        for name, arr in tr.get("slots", []):
+            lines.append(f"slot {name} float64 {int(np.asarray(arr).size)}")
     lines.append("end")
     return "\n".join(lines) + "\n"
 
@@ -583,6 +590,10 @@ def encode_fkb(spec: ModelSpec) -> bytes:
     for layer in spec.layers:
         for name, t in layer.tensors:
             parts.append(_tensor_bytes(spec, t, f"layer {layer.name!r}: tensor {name!r}"))
+    tr = spec.training
+    if tr and tr.get("optimizer") and tr.get("loss"):
+        for _, arr in tr.get("slots", []):
+            parts.append(np.ascontiguousarray(arr, dtype="<f8").tobytes())
     return b"".join(parts)
 
 

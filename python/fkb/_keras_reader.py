@@ -243,6 +243,7 @@ def spec_from_keras(model: Any, source: str | None = None,
             training_config = json.dumps(cc, default=str, sort_keys=True)
     if training_config:
         spec.metadata["training_config"] = training_config
+    spec.training = _training_records(model) or _records_from_config(training_config)
     out = tuple(model.outputs[0].shape) if getattr(model, "outputs", None) else None
     if out is not None and (len(out) != 2 or out[1] != spec.n_outputs):
         raise UnsupportedError(
@@ -361,3 +362,48 @@ def spec_from_path(path: str | os.PathLike) -> ModelSpec:
         return spec_from_legacy_h5(path)
     model, training = load_keras_file(path)
     return spec_from_keras(model, source=path, training_config=training)
+
+
+def _training_records(model: Any) -> dict | None:
+    """The optimizer and loss of a compiled Keras model as `.fkb` training records, so that
+    the converted network loads compiled (fresh optimizer state: the step count and moments
+    of Keras' optimizer are not carried over). None when the model is not compiled or its
+    optimizer or loss has no FKB equivalent (the JSON training_config metadata still has it)."""
+    optimizer = getattr(model, "optimizer", None)
+    loss = getattr(model, "loss", None)
+    if optimizer is None or loss is None:
+        return None
+    try:
+        from . import optimizers as _opt
+        from ._training import loss_spec
+
+        return {"optimizer": _opt.get(optimizer).spec(), "loss": loss_spec(loss),
+                "state": "iterations=0 u_product=1.0 seed=0", "slots": []}
+    except Exception:  # unsupported optimizer, schedule or loss: convert the weights only
+        return None
+
+
+def _records_from_config(training_config: str | None) -> dict | None:
+    """Training records from a saved model's compile config (JSON; built-in Keras optimizers
+    and losses only, deserialised in safe mode)."""
+    if not training_config:
+        return None
+    try:
+        import json
+
+        import keras
+
+        cfg = json.loads(training_config)
+        optimizer = keras.optimizers.deserialize(cfg["optimizer"])
+        loss = cfg["loss"]
+        if isinstance(loss, dict):
+            loss = keras.losses.deserialize(loss)
+
+        class _Compiled:  # the two attributes _training_records reads
+            pass
+
+        compiled = _Compiled()
+        compiled.optimizer, compiled.loss = optimizer, loss
+        return _training_records(compiled)
+    except Exception:
+        return None
