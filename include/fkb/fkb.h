@@ -160,6 +160,23 @@ FKB_API fkb_status fkb_network_gradients(fkb_network *net, const double *x, cons
                                          int64_t batch, const double *sample_weight, double *loss,
                                          double *grads, int64_t count);
 
+/** A custom loss: from y_pred and y_true (batch*n_outputs each, samples contiguous) and the
+ *  sample weights (batch values, or NULL), write the batch loss to *loss and d loss / d y_pred
+ *  to grad (batch*n_outputs). Return 0, or non-zero to report a failure (the step is then not
+ *  applied and the call returns FKB_ERR_ARGUMENT). Called on the thread that trains. */
+typedef int (*fkb_loss_callback)(const double *y_pred, const double *y_true, int64_t n_outputs,
+                                 int64_t batch, const double *sample_weight, double *loss,
+                                 double *grad, void *user_data);
+
+/** As fkb_network_compile with a custom loss; user_data is passed to every call. */
+FKB_API fkb_status fkb_network_compile_custom(fkb_network *net, const char *optimizer,
+                                              fkb_loss_callback loss, void *user_data);
+
+/** Sets the custom loss of a compiled network without resetting its optimizer state (needed
+ *  after loading a file saved while training with a custom loss). */
+FKB_API fkb_status fkb_network_set_custom_loss(fkb_network *net, fkb_loss_callback loss,
+                                               void *user_data);
+
 /** Optimizer steps taken since fkb_network_compile (-1 if net is NULL). */
 FKB_API int64_t fkb_network_iterations(const fkb_network *net);
 

@@ -3,16 +3,38 @@
 !! fkb_status plus the thread's last-error text. Nothing is computed here.
 module fkb_c_api
   use iso_c_binding, only: c_ptr, c_int, c_int64_t, c_char, c_float, c_double, c_size_t, &
-                           c_null_ptr, c_null_char, c_associated, c_f_pointer, c_loc
-  use iso_fortran_env, only: int64
+                           c_null_ptr, c_null_char, c_associated, c_f_pointer, c_loc, &
+                           c_funptr, c_associated, c_f_procpointer
+  use iso_fortran_env, only: int64, real64
   use fkb_network_m, only: fkb_network
   use fkb_ensemble_m, only: fkb_ensemble
+  use fkb_custom_loss_m, only: fkb_custom_loss
   use fkb_errors, only: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_MEMORY
   use fkb_blas, only: set_deterministic, is_deterministic
   implicit none
   private
 
   integer, parameter :: MSG_LEN = 4000
+
+  !> A custom loss given by a C callback (fkb_loss_callback in fkb.h) and its user data.
+  type, extends(fkb_custom_loss) :: c_loss
+    type(c_funptr) :: fn
+    type(c_ptr) :: user = c_null_ptr
+  contains
+    procedure :: evaluate => c_loss_evaluate
+  end type c_loss
+
+  abstract interface
+    integer(c_int) function loss_callback(y, t, n_out, batch, w, value, grad, user) bind(c)
+      import :: c_int, c_int64_t, c_double, c_ptr
+      real(c_double), intent(in) :: y(*), t(*)
+      integer(c_int64_t), value :: n_out, batch
+      type(c_ptr), value :: w
+      real(c_double), intent(out) :: value
+      real(c_double), intent(out) :: grad(*)
+      type(c_ptr), value :: user
+    end function loss_callback
+  end interface
 
   interface
     subroutine c_set_last_error(msg, n) bind(c, name='fkb_c_set_last_error')
@@ -300,6 +322,75 @@ contains
     call net%compile(c_string(optimizer), c_string(loss), stat=stat, errmsg=msg)
     c_network_compile = finish(stat, msg)
   end function c_network_compile
+
+  subroutine c_loss_evaluate(self, y, t, w, value, grad, stat, msg)
+    class(c_loss), intent(inout) :: self
+    real(real64), intent(in) :: y(:, :), t(:, :), w(:)
+    real(real64), intent(out) :: value
+    real(real64), intent(out) :: grad(:, :)
+    integer, intent(out) :: stat
+    character(len=:), allocatable, intent(inout) :: msg
+    procedure(loss_callback), pointer :: fn
+    real(c_double), allocatable, target :: wc(:)
+    type(c_ptr) :: wp
+    integer(c_int) :: rc
+    call c_f_procpointer(self%fn, fn)
+    wp = c_null_ptr
+    if (size(w) > 0) then
+      wc = w
+      wp = c_loc(wc)
+    end if
+    value = 0
+    grad = 0
+    rc = fn(y, t, size(y, 1, c_int64_t), size(y, 2, c_int64_t), wp, value, grad, self%user)
+    stat = int(rc)
+    if (rc /= 0) msg = 'callback returned ' // trim(adjustl(itoa(int(rc))))
+  end subroutine c_loss_evaluate
+
+  function itoa(i) result(s)
+    integer, intent(in) :: i
+    character(len=12) :: s
+    write (s, '(i0)') i
+  end function itoa
+
+  integer(c_int) function c_network_compile_custom(handle, optimizer, fn, user) &
+      bind(c, name='fkb_network_compile_custom')
+    type(c_ptr), value :: handle, optimizer, user
+    type(c_funptr), value :: fn
+    type(fkb_network), pointer :: net
+    type(c_loss) :: custom
+    character(len=MSG_LEN) :: msg
+    integer :: stat
+    if (.not. get_net(handle, net) .or. .not. c_associated(optimizer) .or. &
+        .not. c_associated(fn)) then
+      c_network_compile_custom = fail(FKB_ERR_ARGUMENT, 'fkb_network_compile_custom: NULL argument')
+      return
+    end if
+    custom%fn = fn
+    custom%user = user
+    msg = ''
+    call net%compile(c_string(optimizer), 'custom', stat=stat, errmsg=msg, custom_loss=custom)
+    c_network_compile_custom = finish(stat, msg)
+  end function c_network_compile_custom
+
+  integer(c_int) function c_network_set_custom_loss(handle, fn, user) &
+      bind(c, name='fkb_network_set_custom_loss')
+    type(c_ptr), value :: handle, user
+    type(c_funptr), value :: fn
+    type(fkb_network), pointer :: net
+    type(c_loss) :: custom
+    character(len=MSG_LEN) :: msg
+    integer :: stat
+    if (.not. get_net(handle, net) .or. .not. c_associated(fn)) then
+      c_network_set_custom_loss = fail(FKB_ERR_ARGUMENT, 'fkb_network_set_custom_loss: NULL')
+      return
+    end if
+    custom%fn = fn
+    custom%user = user
+    msg = ''
+    call net%set_custom_loss(custom, stat=stat, errmsg=msg)
+    c_network_set_custom_loss = finish(stat, msg)
+  end function c_network_set_custom_loss
 
   integer(c_int64_t) function c_network_iterations(handle) bind(c, name='fkb_network_iterations')
     type(c_ptr), value :: handle

@@ -10,6 +10,7 @@
 module fkb
   use fkb_network_m, only: fkb_network
   use fkb_ensemble_m, only: fkb_ensemble
+  use fkb_custom_loss_m, only: fkb_custom_loss
   use fkb_errors, only: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_IO, FKB_ERR_FORMAT, FKB_ERR_VERSION, &
                         FKB_ERR_UNSUPPORTED, FKB_ERR_SHAPE, FKB_ERR_MEMORY, FKB_ERR_INTERNAL, &
                         fkb_status_name
@@ -19,7 +20,7 @@ module fkb
                       fkb_is_deterministic => is_deterministic
   implicit none
   private
-  public :: fkb_network, fkb_ensemble, fkb_status_name, fkb_version_string
+  public :: fkb_network, fkb_ensemble, fkb_custom_loss, fkb_status_name, fkb_version_string
   public :: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_IO, FKB_ERR_FORMAT, FKB_ERR_VERSION, &
             FKB_ERR_UNSUPPORTED, FKB_ERR_SHAPE, FKB_ERR_MEMORY, FKB_ERR_INTERNAL
   public :: FKB_FLOAT32, FKB_FLOAT64

@@ -19,6 +19,7 @@ module fkb_network_m
                          trainer_restore
   use fkb_loss, only: LOSS_SPARSE_CCE
   use fkb_optimizer, only: slot_t
+  use fkb_custom_loss_m, only: fkb_custom_loss
   use fkb_workspace, only: ws_slot, POOL_SIZE, claim_slot, release_slot, reserve
   implicit none
   private
@@ -50,6 +51,7 @@ module fkb_network_m
     procedure :: predict_core => net_predict_core
     procedure :: compile => net_compile
     procedure :: is_compiled => net_is_compiled
+    procedure :: set_custom_loss => net_set_custom_loss
     procedure :: iterations => net_iterations
     procedure :: n_targets => net_n_targets
     procedure :: evaluate => net_evaluate
@@ -288,13 +290,15 @@ contains
 
   ! ---- training ----
 
-  subroutine net_compile(self, optimizer, loss, stat, errmsg)
+  subroutine net_compile(self, optimizer, loss, stat, errmsg, custom_loss)
     !! Prepares training: optimizer and loss as Keras names them, with options, e.g.
     !! optimizer='adam learning_rate=1e-3', loss='huber delta=0.5'. Resets the optimizer state.
+    !! With custom_loss (an extension of fkb_custom_loss) that loss is used; pass loss='custom'.
     class(fkb_network), intent(inout) :: self
     character(len=*), intent(in) :: optimizer, loss
     integer, intent(out), optional :: stat
     character(len=*), intent(inout), optional :: errmsg
+    class(fkb_custom_loss), intent(in), optional :: custom_loss
     type(fkb_trainer_t), allocatable :: tr
     character(len=:), allocatable :: msg
     integer :: st
@@ -303,11 +307,33 @@ contains
     if (.not. self%is_loaded()) then
       call set_error(st, msg, FKB_ERR_ARGUMENT, 'the network is not loaded')
     else
-      call trainer_compile(tr, self%model, optimizer, loss, st, msg)
+      call trainer_compile(tr, self%model, optimizer, loss, st, msg, custom_loss)
     end if
     if (st == FKB_OK) call move_alloc(tr, self%trainer)
     call report(st, msg, stat, errmsg)
   end subroutine net_compile
+
+  subroutine net_set_custom_loss(self, custom_loss, stat, errmsg)
+    !! Attaches a custom loss to a compiled network without resetting its optimizer state
+    !! (e.g. after loading a file saved while training with a custom loss).
+    class(fkb_network), intent(inout) :: self
+    class(fkb_custom_loss), intent(in) :: custom_loss
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    character(len=:), allocatable :: msg
+    integer :: st
+    msg = ''
+    st = FKB_OK
+    if (.not. allocated(self%trainer)) then
+      call set_error(st, msg, FKB_ERR_ARGUMENT, 'call compile first')
+    else
+      if (allocated(self%trainer%custom)) deallocate(self%trainer%custom)
+      allocate(self%trainer%custom, source=custom_loss)
+      self%trainer%loss%spec = 'custom'
+      self%trainer%loss%id = 0
+    end if
+    call report(st, msg, stat, errmsg)
+  end subroutine net_set_custom_loss
 
   pure logical function net_is_compiled(self)
     class(fkb_network), intent(in) :: self

@@ -20,6 +20,7 @@ module fkb_trainer
   use fkb_layer_dense, only: fkb_dense_t
   use fkb_layer_activation, only: fkb_activation_layer_t
   use fkb_random, only: mix64
+  use fkb_custom_loss_m, only: fkb_custom_loss
   implicit none
   private
   public :: fkb_trainer_t, trainer_compile, trainer_step, trainer_record, trainer_restore
@@ -39,11 +40,12 @@ module fkb_trainer
     type(fkb_tensor_t), allocatable :: acts(:), caches(:)
     type(fkb_tensor_t) :: d(2)      !! dL/dy of the current layer and of its input
     type(grad_set), allocatable :: grads(:)
+    class(fkb_custom_loss), allocatable :: custom   !! replaces the built-in loss if set
   end type fkb_trainer_t
 
 contains
 
-  subroutine trainer_compile(tr, model, optimizer, loss, stat, msg)
+  subroutine trainer_compile(tr, model, optimizer, loss, stat, msg, custom)
     !! Sets the optimizer and loss (specs as text); refuses models with a layer that cannot be
     !! trained yet, naming it.
     type(fkb_trainer_t), intent(out) :: tr
@@ -51,12 +53,20 @@ contains
     character(len=*), intent(in) :: optimizer, loss
     integer, intent(out) :: stat
     character(len=:), allocatable, intent(inout) :: msg
+    class(fkb_custom_loss), intent(in), optional :: custom
     integer :: i, act
     call parse_optimizer(optimizer, tr%opt, stat, msg)
     if (stat /= FKB_OK) return
     tr%opt_spec = optimizer
-    call parse_loss(loss, tr%loss, stat, msg)
-    if (stat /= FKB_OK) return
+    if (present(custom)) then
+      ! The built-in spec is kept for the file only ("custom"), the loss is the user's.
+      allocate(tr%custom, source=custom)
+      tr%loss%spec = 'custom'
+      tr%loss%id = 0
+    else
+      call parse_loss(loss, tr%loss, stat, msg)
+      if (stat /= FKB_OK) return
+    end if
     do i = 1, model%n_layers
       if (.not. model%layers(i)%l%supports_training()) then
         call set_error(stat, msg, FKB_ERR_UNSUPPORTED, "layer '" // model%layers(i)%l%name // &
@@ -116,6 +126,9 @@ contains
                      int_text(n) // ' (targets per sample x batch), got ' // &
                      int_text(size(t, 1, int64)) // ' x ' // int_text(size(t, 2, int64)))
     end if
+    if (stat == FKB_OK .and. tr%loss%id == 0 .and. .not. allocated(tr%custom)) &
+      call set_error(stat, msg, FKB_ERR_ARGUMENT, 'this network was trained with a custom loss: &
+                     &call set_custom_loss first')
     if (stat /= FKB_OK) return
     infer = .false.
     if (present(inference)) infer = inference
@@ -160,7 +173,14 @@ contains
     type(string_t), allocatable :: f(:)
     type(fkb_config_t) :: cfg
     integer :: k, eq, n_tensors
-    call trainer_compile(tr, model, rec%optimizer, rec%loss, stat, msg)
+    if (rec%loss == 'custom') then
+      ! Trained with a user's loss: restore everything else; set_custom_loss comes next.
+      call trainer_compile(tr, model, rec%optimizer, 'mse', stat, msg)
+      tr%loss%spec = 'custom'
+      tr%loss%id = 0
+    else
+      call trainer_compile(tr, model, rec%optimizer, rec%loss, stat, msg)
+    end if
     if (stat /= FKB_OK) then
       msg = 'training state: ' // msg
       return

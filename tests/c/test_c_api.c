@@ -83,6 +83,59 @@ done:
     check(net == NULL, "free sets the pointer to NULL", name);
 }
 
+/* A custom loss from C: mean squared error (like the built-in), or a failure when asked. */
+static int c_mse(const double *y, const double *t, int64_t n_out, int64_t batch,
+                 const double *w, double *loss, double *grad, void *user)
+{
+    (void)w;
+    if (user && *(const int *)user) return 7;
+    double s = 0;
+    for (int64_t i = 0; i < n_out * batch; i++) {
+        double e = y[i] - t[i];
+        s += e * e;
+        grad[i] = 2 * e / (double)(n_out * batch);
+    }
+    *loss = s / (double)(n_out * batch);
+    return 0;
+}
+
+static void custom_loss(const char *dir)
+{
+    char path[2048];
+    snprintf(path, sizeof path, "%s/dense_tanh_float64.fkb", dir);
+    fkb_network *a = NULL, *b = NULL;
+    check(fkb_network_load(path, &a) == FKB_OK && fkb_network_load(path, &b) == FKB_OK, "load",
+          "custom loss");
+    int fail = 0;
+    check(fkb_network_compile(a, "adam learning_rate=0.01", "mse") == FKB_OK &&
+              fkb_network_compile_custom(b, "adam learning_rate=0.01", c_mse, &fail) == FKB_OK,
+          "compile", "custom loss");
+    double x[7 * 4], y[5 * 4], la = 0, lb = 0;
+    for (int i = 0; i < 28; i++) x[i] = 0.1 * (i % 9) - 0.4;
+    for (int i = 0; i < 20; i++) y[i] = 0.05 * (i % 5);
+    for (int step = 0; step < 4; step++) {
+        fkb_network_train_on_batch(a, x, y, 4, NULL, &la);
+        fkb_network_train_on_batch(b, x, y, 4, NULL, &lb);
+    }
+    int64_t nk = fkb_network_tensor_size(a, 0);
+    double ka[4096], kb[4096];
+    check(nk > 0 && nk <= 4096, "kernel size", "custom loss");
+    fkb_network_get_tensor(a, 0, ka, nk);
+    fkb_network_get_tensor(b, 0, kb, nk);
+    double worst = 0;
+    for (int64_t i = 0; i < nk; i++) worst = fmax(worst, fabs(ka[i] - kb[i]));
+    check(worst <= 1e-14 && fabs(la - lb) <= 1e-14 * la, "C callback trains like the built-in MSE",
+          "custom loss");
+    fail = 1;
+    check(fkb_network_train_on_batch(b, x, y, 4, NULL, &lb) == FKB_ERR_ARGUMENT &&
+              strstr(fkb_last_error(), "callback returned 7") != NULL &&
+              fkb_network_iterations(b) == 4, "a failing callback changes nothing", "custom loss");
+    check(fkb_network_compile_custom(b, "adam", NULL, NULL) == FKB_ERR_ARGUMENT, "NULL callback",
+          "custom loss");
+    fkb_network_free(&a);
+    fkb_network_free(&b);
+}
+
 static void bad_input(const char *dir, const char *name)
 {
     char path[2048];
@@ -199,6 +252,7 @@ int main(int argc, char **argv)
     }
     if (f) fclose(f);
     bad_input(argv[1], first);
+    custom_loss(argv[1]);
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail == 0 && n_pass > 0 ? 0 : 1;
 }

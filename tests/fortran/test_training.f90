@@ -2,9 +2,39 @@
 !! finite differences (float64 models; |fd - g| <= 1e-6 max(1, |g|) since the difference
 !! quotient itself is accurate to ~1e-8), optimizers reduce the loss, and the bad cases:
 !! unknown names, bad learning rates, untrainable layers, shapes, NaN loss (weights kept).
+module my_losses
+  ! A user's loss: half the sum of squares per sample, averaged over the batch; or one that
+  ! fails on purpose.
+  use iso_fortran_env, only: real64
+  use fkb, only: fkb_custom_loss
+  implicit none
+  type, extends(fkb_custom_loss) :: half_sse
+    logical :: fail = .false.
+  contains
+    procedure :: evaluate => half_sse_evaluate
+  end type half_sse
+contains
+  subroutine half_sse_evaluate(self, y, t, w, value, grad, stat, msg)
+    class(half_sse), intent(inout) :: self
+    real(real64), intent(in) :: y(:, :), t(:, :), w(:)
+    real(real64), intent(out) :: value
+    real(real64), intent(out) :: grad(:, :)
+    integer, intent(out) :: stat
+    character(len=:), allocatable, intent(inout) :: msg
+    value = 0.5_real64 * sum((y - t)**2) / size(y, 2)
+    grad = (y - t) / size(y, 2)
+    stat = 0
+    if (self%fail) then
+      stat = 3
+      msg = 'deliberate failure'
+    end if
+  end subroutine half_sse_evaluate
+end module my_losses
+
 program test_training
   use iso_fortran_env, only: real64, int64
   use fkb
+  use my_losses, only: half_sse
   use fkb_testing, only: check, finish, read_f64, case_t, read_cases, write_fkb
   implicit none
   character(len=1024) :: dir
@@ -40,6 +70,7 @@ program test_training
   call schedule_check('cosine_decay initial_learning_rate=0.1 decay_steps=6 alpha=0.1', 'cos')
   call schedule_check('cosine_decay initial_learning_rate=0.01 decay_steps=4 warmup_target=0.1 &
                       &warmup_steps=3', 'cos_warm')
+  call custom_loss()
   call frozen_layer()
   call resume_is_bit_identical('adam amsgrad=1', 'spcam_like_float32')
   call resume_is_bit_identical('nadam', 'spcam_like_float64')
@@ -109,6 +140,52 @@ contains
     call check(worst <= 1e-6_real64 .and. l0 == l0, cs%name // ' / ' // loss // &
                ': gradients = finite differences (worst ' // rtoa(worst) // ')')
   end subroutine fd_check
+
+  subroutine custom_loss()
+    ! half_sse = MSE * n_out / 2, so SGD with lr * 2 / n_out on half_sse takes the same steps
+    ! as SGD with lr on the built-in MSE; a failing loss changes nothing; the state survives a
+    ! save/load once the loss is set again.
+    type(fkb_network) :: a, b
+    type(half_sse) :: mine
+    real(real64), allocatable :: x(:, :), y(:, :), wa(:), wb(:)
+    real(real64) :: la, lb
+    integer :: step, stat
+    character(len=512) :: msg
+    character(len=:), allocatable :: path
+    path = trim(dir) // '/dense_tanh_float64.fkb'
+    call a%load(path)
+    call b%load(path)
+    allocate(x(7, 1024), y(5, 16))
+    call read_f64(trim(dir) // '/dense_tanh_float64.x.bin', x)
+    y = 0.2_real64
+    call a%compile('sgd learning_rate=0.05', 'mse')
+    call b%compile('sgd learning_rate=0.02', 'custom', stat=stat, errmsg=msg, custom_loss=mine)
+    call check(stat == FKB_OK, 'compile with a custom loss: ' // trim(msg))
+    do step = 1, 5
+      call a%train_on_batch(x(:, 1:16), y, la)
+      call b%train_on_batch(x(:, 1:16), y, lb)
+    end do
+    allocate(wa(a%tensor_size(1_int64)), wb(b%tensor_size(1_int64)))
+    call a%get_tensor(1_int64, wa)
+    call b%get_tensor(1_int64, wb)
+    call check(maxval(abs(wa - wb)) <= 1e-14_real64 * maxval(abs(wa)) .and. &
+               abs(lb - la * 5 / 2) <= 1e-14_real64 * la, 'custom loss trains like its built-in twin')
+    mine%fail = .true.
+    call b%set_custom_loss(mine)
+    call b%train_on_batch(x(:, 1:16), y, lb, stat=stat, errmsg=msg)
+    call b%get_tensor(1_int64, wa)
+    call check(stat == FKB_ERR_ARGUMENT .and. index(msg, 'deliberate failure') > 0 .and. &
+               all(wa == wb) .and. b%iterations() == 5, 'a failing custom loss changes nothing')
+    call b%save(trim(dir) // '/../scratch/custom.fkb')
+    call a%load(trim(dir) // '/../scratch/custom.fkb')
+    call a%train_on_batch(x(:, 1:16), y, la, stat=stat, errmsg=msg)
+    call check(stat == FKB_ERR_ARGUMENT .and. index(msg, 'set_custom_loss') > 0, &
+               'reloaded: asks for the custom loss')
+    mine%fail = .false.
+    call a%set_custom_loss(mine)
+    call a%train_on_batch(x(:, 1:16), y, la, stat=stat)
+    call check(stat == FKB_OK .and. a%iterations() == 6, 'then trains on from step 5')
+  end subroutine custom_loss
 
   subroutine frozen_layer()
     ! trainable=0: AdamW (which also decays weights) leaves that layer alone, trains the other.
