@@ -30,6 +30,7 @@ from ._errors import (
 from ._format import LayerSpec, ModelSpec, read_fkb, write_fkb
 from ._network import Network, load
 from ._ensemble import Ensemble
+from ._training import CustomLoss
 from . import optimizers
 
 
@@ -51,6 +52,7 @@ def is_deterministic() -> bool:
 __all__ = [
     "__version__",
     "Ensemble",
+    "CustomLoss",
     "optimizers",
     "set_deterministic",
     "is_deterministic",

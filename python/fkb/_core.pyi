@@ -14,6 +14,8 @@ def status_string(status: int) -> str:
     """Short name of an fkb_status code."""
 
 class Network:
+    def compile_custom(self, optimizer: str, fn: Any) -> None: ...
+    def set_custom_loss(self, fn: Any) -> None: ...
     def __init__(self, path: str) -> None:
         """Loads a .fkb file or a legacy FKB text file."""
     def save(self, path: str) -> None:

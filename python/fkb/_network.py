@@ -85,13 +85,28 @@ class Network:
         pass are refused (:class:`fkb.UnsupportedError` naming the layer).
         """
         from . import optimizers
-        from ._training import loss_spec
+        from ._training import CustomLoss, loss_spec
 
         opt = optimizers.get(optimizer)
+        if isinstance(loss, CustomLoss):
+            self._core.compile_custom(opt.spec(), loss.fn)
+            self._optimizer = opt
+            self._loss = "custom"
+            return
         spec = loss_spec(loss)
         self._core.compile(opt.spec(), spec)
         self._optimizer = opt
         self._loss = spec
+
+    def set_custom_loss(self, loss: Any) -> None:
+        """Sets a :class:`fkb.CustomLoss` without resetting the optimizer state (for a network
+        loaded from a file saved while training with a custom loss)."""
+        from ._training import CustomLoss
+
+        if not isinstance(loss, CustomLoss):
+            raise TypeError("set_custom_loss takes an fkb.CustomLoss")
+        self._core.set_custom_loss(loss.fn)
+        self._loss = "custom"
 
     @property
     def optimizer(self) -> Any:

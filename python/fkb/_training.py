@@ -79,6 +79,24 @@ def _supported() -> str:
     return ", ".join(LOSSES)
 
 
+class CustomLoss:
+    """A loss written in Python: ``fn(y_pred, y_true, sample_weight) -> (loss, grad)`` with
+    float64 arrays of shape (batch, n_outputs) (sample_weight: None or (batch,)); ``loss`` is
+    the batch loss (a float) and ``grad`` its gradient with respect to y_pred. An exception
+    raised by ``fn`` stops the step (nothing changes) and is reported by train_on_batch.
+
+    >>> def half_sse(y, t, w):
+    ...     return 0.5 * ((y - t) ** 2).sum() / len(y), (y - t) / len(y)
+    >>> net.compile("adam", loss=fkb.CustomLoss(half_sse))
+    """
+
+    def __init__(self, fn):
+        if not callable(fn):
+            raise TypeError("CustomLoss takes a function (y_pred, y_true, sample_weight) -> "
+                            "(loss, grad)")
+        self.fn = fn
+
+
 def loss_spec(loss: Any) -> str:
     """The engine's loss text for a loss as Keras takes it: a name (``"mse"``, ``"huber"``,
     ``"CategoricalCrossentropy"``...), a Keras loss object (``keras.losses.Huber(delta=2)``)

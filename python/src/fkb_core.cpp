@@ -10,7 +10,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <stdexcept>
 #include <mutex>
 #include <shared_mutex>
 #include <sstream>
@@ -180,6 +182,28 @@ public:
         set_targets(loss);
     }
 
+    // A Python custom loss: fn(y_pred, y_true, sample_weight) -> (loss, grad), numpy float64
+    // arrays (batch, n_outputs); sample_weight is None or (batch,). Called with the GIL held.
+    void compile_custom(const std::string &optimizer, py::object fn) {
+        custom_ = fn;
+        fkb_status status;
+        {
+            py::gil_scoped_release release;
+            std::unique_lock<std::shared_mutex> lock(mutex_);
+            status = fkb_network_compile_custom(net_, optimizer.c_str(), &custom_trampoline, this);
+        }
+        if (status != FKB_OK) raise_status(status);
+        set_targets("custom");
+    }
+
+    void set_custom_loss(py::object fn) {
+        custom_ = fn;
+        std::unique_lock<std::shared_mutex> lock(mutex_);
+        fkb_status status = fkb_network_set_custom_loss(net_, &custom_trampoline, this);
+        if (status != FKB_OK) raise_status(status);
+        set_targets("custom");
+    }
+
     double train_on_batch(py::handle x, py::handle y, py::handle sample_weight) {
         Batch b = batch_args("train_on_batch", x, y, sample_weight);
         double loss = 0.0;
@@ -189,6 +213,11 @@ public:
             std::unique_lock<std::shared_mutex> lock(mutex_);
             status = fkb_network_train_on_batch(net_, b.x.data(), b.y.data(), b.batch, b.w_ptr(),
                                                 &loss);
+        }
+        if (status != FKB_OK && !custom_error_.empty()) {
+            std::string why = custom_error_;
+            custom_error_.clear();
+            raise_error(status, std::string(fkb_last_error()) + ": " + why);
         }
         if (status != FKB_OK) raise_status(status);
         return loss;
@@ -237,6 +266,41 @@ public:
     int64_t n_targets() const { return n_targets_ >= 0 ? n_targets_ : n_outputs(); }
 
 private:
+    static int custom_trampoline(const double *y, const double *t, int64_t n_out, int64_t batch,
+                                 const double *w, double *loss, double *grad, void *user) {
+        auto *self = static_cast<Network *>(user);
+        py::gil_scoped_acquire gil;
+        try {
+            std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(batch),
+                                           static_cast<py::ssize_t>(n_out)};
+            py::array_t<double> ya(shape), ta(shape);
+            std::copy(y, y + batch * n_out, ya.mutable_data());
+            std::copy(t, t + batch * n_out, ta.mutable_data());
+            py::object wa = py::none();
+            if (w != nullptr) {
+                py::array_t<double> wv(static_cast<py::ssize_t>(batch));
+                std::copy(w, w + batch, wv.mutable_data());
+                wa = wv;
+            }
+            py::tuple r = self->custom_(ya, ta, wa).cast<py::tuple>();
+            if (r.size() != 2) throw std::runtime_error("must return (loss, gradient)");
+            auto g = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(r[1]);
+            if (!g || g.size() != batch * n_out) {
+                throw std::runtime_error("the gradient must have the shape of y_pred");
+            }
+            *loss = r[0].cast<double>();
+            std::copy(g.data(), g.data() + batch * n_out, grad);
+            return 0;
+        } catch (std::exception &e) {
+            self->custom_error_ = e.what();
+            PyErr_Clear();
+            return 1;
+        }
+    }
+
+    py::object custom_;        // the Python custom loss, kept alive while compiled
+    std::string custom_error_;  // what it raised last
+
     // y holds one class index per sample for sparse categorical crossentropy.
     void set_targets(const std::string &loss) {
         std::istringstream words(loss);
@@ -530,6 +594,8 @@ PYBIND11_MODULE(_core, m) {
         .def("predict", &Network::predict, py::arg("x"),
              "Runs the network on x of shape (batch, n_inputs) or (n_inputs,); float32 in "
              "gives float32 out, float64 in gives float64 out.")
+        .def("compile_custom", &Network::compile_custom, py::arg("optimizer"), py::arg("fn"))
+        .def("set_custom_loss", &Network::set_custom_loss, py::arg("fn"))
         .def("compile", &Network::compile, py::arg("optimizer"), py::arg("loss"),
              "Sets the optimizer and loss (spec texts); resets the optimizer state.")
         .def("train_on_batch", &Network::train_on_batch, py::arg("x"), py::arg("y"),
