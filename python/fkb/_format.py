@@ -107,7 +107,9 @@ def _norm_tensors(c: dict, n: int) -> list[tuple[str, tuple[int, ...]]]:
 LAYER_TYPES: dict[str, LayerType] = {
     "dense": LayerType(
         keys=(("units", "int", True), ("activation", "activation", True),
-              ("alpha", "float", False), ("use_bias", "bool", True)),
+              ("alpha", "float", False), ("use_bias", "bool", True),
+              ("kernel_l1", "float", False), ("kernel_l2", "float", False),
+              ("bias_l1", "float", False), ("bias_l2", "float", False)),
         tensors=lambda c, n: [("kernel", (n, c["units"]))]
         + ([("bias", (c["units"],))] if c["use_bias"] else []),
         out_width=lambda c, n: c["units"],

@@ -23,14 +23,12 @@ ActivationResolver = Callable[[Any, str], tuple[str, "float | None"]]
 
 _IRRELEVANT = frozenset(
     [
-        "name", "trainable", "dtype",  # dtype is checked on its own (check_dtype_policy)
+        "name", "dtype",  # dtype is checked on its own (check_dtype_policy)
         "kernel_initializer", "bias_initializer", "beta_initializer", "gamma_initializer",
         "moving_mean_initializer", "moving_variance_initializer", "alpha_initializer",
-        "kernel_regularizer", "bias_regularizer", "beta_regularizer", "gamma_regularizer",
-        "alpha_regularizer", "activity_regularizer",
+        "beta_regularizer", "gamma_regularizer", "alpha_regularizer", "activity_regularizer",
         "kernel_constraint", "bias_constraint", "beta_constraint", "gamma_constraint",
         "alpha_constraint",
-        "momentum",  # batch normalization: training only
         "synchronized",  # batch normalization: training only
         "seed", "noise_shape",  # dropout: training only
         "data_format",  # flatten of rank-1 samples: no effect
@@ -123,6 +121,12 @@ def convert_layer(
         if alpha is not None:
             config["alpha"] = alpha
         config["use_bias"] = use_bias
+        for part in ("kernel", "bias"):
+            l1, l2 = _regularizer(get(f"{part}_regularizer"), f"{where}: {part}_regularizer")
+            if l1:
+                config[f"{part}_l1"] = l1
+            if l2:
+                config[f"{part}_l2"] = l2
         names = ["kernel", "bias"] if use_bias else ["kernel"]
         shapes = [(n, units), (units,)][: len(names)]
         spec = LayerSpec("dense", name, config, _weights(name, cls, weights, names, shapes, dtype))
@@ -145,6 +149,9 @@ def convert_layer(
         config = {"epsilon": float(get("epsilon")), "center": center, "scale": scale}
         names = (["gamma"] if scale else []) + (["beta"] if center else [])
         if cls == "BatchNormalization":
+            momentum = float(get("momentum", 0.99))
+            if momentum != 0.99:
+                config["momentum"] = momentum
             require("renorm", lambda v: not v, "batch renormalization")
             get("renorm_clipping")
             get("renorm_momentum")
@@ -200,6 +207,8 @@ def convert_layer(
     else:
         raise UnsupportedError(f"{where}: layer type {cls!r} is not supported by FKB")
 
+    if get("trainable", True) is False and spec.tensors:
+        spec.config["trainable"] = False
     unknown = sorted(k for k in cfg if k not in used and k not in _IRRELEVANT)
     if unknown:
         raise UnsupportedError(
@@ -207,6 +216,21 @@ def convert_layer(
             f"(values {[cfg[k] for k in unknown]!r})"
         )
     return spec
+
+
+def _regularizer(value: Any, where: str) -> tuple[float, float]:
+    """(l1, l2) of a Keras L1, L2 or L1L2 regularizer (config dict or object); (0, 0) for none.
+    Others are refused: FKB's training would silently differ from Keras'."""
+    if value is None:
+        return 0.0, 0.0
+    if isinstance(value, dict):
+        cls, cfg = value.get("class_name"), value.get("config", {}) or {}
+    else:
+        cls, cfg = type(value).__name__, value.get_config()
+    if cls in ("L1", "L2", "L1L2"):
+        return float(cfg.get("l1", 0.0) or 0.0), float(cfg.get("l2", 0.0) or 0.0)
+    raise UnsupportedError(f"{where}: regularizer {cls!r} is not supported (FKB has L1, L2, "
+                           "L1L2)")
 
 
 def alpha_for(act: str, alpha: float | None) -> float | None:

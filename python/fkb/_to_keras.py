@@ -46,8 +46,12 @@ def spec_to_keras(spec: ModelSpec) -> Any:
         c = layer.config
         kw = {"name": layer.name, "dtype": dtype}
         if layer.type == "dense":
+            reg = {f"{part}_regularizer": keras.regularizers.L1L2(
+                       l1=c.get(f"{part}_l1", 0.0), l2=c.get(f"{part}_l2", 0.0))
+                   for part in ("kernel", "bias")
+                   if c.get(f"{part}_l1") or c.get(f"{part}_l2")}
             kl = L.Dense(c["units"], activation=keras_activation(c["activation"], c.get("alpha")),
-                         use_bias=c["use_bias"], **kw)
+                         use_bias=c["use_bias"], **reg, **kw)
         elif layer.type == "activation":
             kl = L.Activation(keras_activation(c["activation"], c.get("alpha")), **kw)
         elif layer.type == "dropout":
@@ -56,7 +60,7 @@ def spec_to_keras(spec: ModelSpec) -> Any:
             kl = L.Flatten(**kw)
         elif layer.type == "batch_normalization":
             kl = L.BatchNormalization(axis=-1, epsilon=c["epsilon"], center=c["center"],
-                                      scale=c["scale"], **kw)
+                                      scale=c["scale"], momentum=c.get("momentum", 0.99), **kw)
         elif layer.type == "layer_normalization":
             kl = L.LayerNormalization(axis=-1, epsilon=c["epsilon"], center=c["center"],
                                       scale=c["scale"], **kw)
@@ -75,6 +79,8 @@ def spec_to_keras(spec: ModelSpec) -> Any:
             kl = L.Softmax(axis=-1, **kw)
         else:  # validate() refuses unknown types; kept for new types added to the table
             raise UnsupportedError(f"layer {layer.name!r}: no Keras layer for {layer.type!r}")
+        if c.get("trainable") is False:
+            kl.trainable = False
         model.add(kl)
         weights = [np.asarray(t, dtype=dtype) for _, t in layer.tensors]
         if layer.type == "normalization":

@@ -38,6 +38,7 @@ module fkb_layer
     procedure :: supports_training => layer_supports_training
     procedure :: tensor_trainable => layer_tensor_trainable
     procedure :: update_state => layer_update_state
+    procedure :: penalty => layer_penalty
     procedure :: cache_size => layer_cache_size
     procedure :: train_forward_r32 => layer_train_forward_r32
     procedure :: train_forward_r64 => layer_train_forward_r64
@@ -134,6 +135,15 @@ contains
     integer, intent(in) :: k
     layer_tensor_trainable = self%trainable .and. k > 0
   end function layer_tensor_trainable
+
+  subroutine layer_penalty(self, k, l1, l2)
+    !! Keras' L1/L2 regularization factors of tensor k (loss += l1 sum|w| + l2 sum w^2).
+    class(fkb_layer_t), intent(in) :: self
+    integer, intent(in) :: k
+    real(real64), intent(out) :: l1, l2
+    l1 = 0
+    l2 = 0
+  end subroutine layer_penalty
 
   subroutine layer_update_state(self, x)
     !! After a training step: update non-trainable state from the step's input x (as double),

@@ -215,6 +215,11 @@ contains
     end do
   end subroutine trainer_restore
 
+  elemental real(real64) function sign_or_zero(x)
+    real(real64), intent(in) :: x
+    sign_or_zero = merge(1.0_real64, merge(-1.0_real64, 0.0_real64, x < 0), x > 0)
+  end function sign_or_zero
+
   logical function all_finite(values)
     type(slot_t), intent(in) :: values(:)
     integer :: k

@@ -3,7 +3,7 @@
 module fkb_layer_dense
   use iso_fortran_env, only: real32, real64, int64
   use fkb_errors, only: FKB_OK, FKB_ERR_FORMAT, set_error
-  use fkb_config, only: fkb_config_t, int_text
+  use fkb_config, only: fkb_config_t, int_text, real_text
   use fkb_layer, only: fkb_layer_t
   use fkb_activation, only: fkb_activation_t, read_activation, write_activation, bias_activation, &
                             apply_activation, activation_backward
@@ -16,12 +16,14 @@ module fkb_layer_dense
   type, extends(fkb_layer_t) :: fkb_dense_t
     type(fkb_activation_t) :: act
     logical :: use_bias = .true.
+    real(real64) :: kernel_l1 = 0, kernel_l2 = 0, bias_l1 = 0, bias_l2 = 0   !! regularizers
   contains
     procedure :: configure => dense_configure
     procedure :: options => dense_options
     procedure :: forward_r32 => dense_forward_r32
     procedure :: forward_r64 => dense_forward_r64
     procedure :: supports_training => dense_supports_training
+    procedure :: penalty => dense_penalty
     procedure :: cache_size => dense_cache_size
     procedure :: train_forward_r32 => dense_train_forward_r32
     procedure :: train_forward_r64 => dense_train_forward_r64
@@ -46,6 +48,10 @@ contains
     call read_activation(cfg, self%act, stat, msg)
     if (stat /= FKB_OK) return
     call cfg%get_bool('use_bias', self%use_bias, stat, msg, default=.true.)
+    if (stat == FKB_OK) call cfg%get_real('kernel_l1', self%kernel_l1, stat, msg, default=0.0_real64)
+    if (stat == FKB_OK) call cfg%get_real('kernel_l2', self%kernel_l2, stat, msg, default=0.0_real64)
+    if (stat == FKB_OK) call cfg%get_real('bias_l1', self%bias_l1, stat, msg, default=0.0_real64)
+    if (stat == FKB_OK) call cfg%get_real('bias_l2', self%bias_l2, stat, msg, default=0.0_real64)
     if (stat /= FKB_OK) return
     if (self%use_bias) then
       call self%declare_params([character(len=6) :: 'kernel', 'bias'], &
@@ -61,7 +67,24 @@ contains
     call cfg%set('units', int_text(self%n_out))
     call write_activation(self%act, cfg)
     call cfg%set('use_bias', merge('1', '0', self%use_bias))
+    if (self%kernel_l1 /= 0) call cfg%set('kernel_l1', real_text(self%kernel_l1))
+    if (self%kernel_l2 /= 0) call cfg%set('kernel_l2', real_text(self%kernel_l2))
+    if (self%bias_l1 /= 0) call cfg%set('bias_l1', real_text(self%bias_l1))
+    if (self%bias_l2 /= 0) call cfg%set('bias_l2', real_text(self%bias_l2))
   end subroutine dense_options
+
+  subroutine dense_penalty(self, k, l1, l2)
+    class(fkb_dense_t), intent(in) :: self
+    integer, intent(in) :: k
+    real(real64), intent(out) :: l1, l2
+    if (k == 1) then
+      l1 = self%kernel_l1
+      l2 = self%kernel_l2
+    else
+      l1 = self%bias_l1
+      l2 = self%bias_l2
+    end if
+  end subroutine dense_penalty
 
   subroutine dense_forward_r32(self, x, y)
     class(fkb_dense_t), intent(in) :: self
