@@ -82,6 +82,9 @@ class Optimizer:
         name: str | None = None,
     ):
         cls = type(self).__name__
+        self.schedule = _schedule_text(learning_rate, cls)
+        if self.schedule is not None:
+            learning_rate = 1.0  # the schedule's own initial rate is in the text
         self.learning_rate = _real(cls, "learning_rate", learning_rate)
         if not self.learning_rate > 0:
             raise FKBArgumentError(
@@ -132,6 +135,9 @@ class Optimizer:
         for key, value in self.get_config().items():
             if value is None:
                 continue
+            if key == "learning_rate" and self.schedule is not None:
+                parts.append(f"learning_rate={self.schedule}")
+                continue
             if key in ("clipnorm", "clipvalue", "global_clipnorm") and value == 0:
                 continue  # 0 switches clipping off, as in Keras
             parts.append(f"{key}={_text(value)}")
@@ -159,14 +165,13 @@ class Optimizer:
         config = dict(optimizer.get_config())
         lr = config.get("learning_rate")
         if isinstance(lr, dict) or callable(getattr(optimizer, "_learning_rate", None)):
-            what = lr.get("class_name", "a callable") if isinstance(lr, dict) else "a callable"
-            raise UnsupportedError(
-                f"{kind}: learning_rate is {what}: learning-rate schedules are not supported "
-                "by FKB yet"
-            )
+            # A schedule: converted from the object (refused by name if FKB lacks it).
+            config["learning_rate"] = getattr(optimizer, "_learning_rate", lr)
+            lr = None
         # Keras keeps the learning rate in a variable of floatx; a float32 one is written as
         # the shortest decimal that rounds to it (0.001, not 0.0010000000474974513).
-        if getattr(getattr(optimizer, "_learning_rate", None), "dtype", None) == "float32":
+        if lr is not None and \
+                getattr(getattr(optimizer, "_learning_rate", None), "dtype", None) == "float32":
             import numpy as np
 
             config["learning_rate"] = float(str(np.float32(lr)))
@@ -352,6 +357,36 @@ class Nadam(_AdamLike):
 _CLASSES: dict[str, type[Optimizer]] = {
     c.name: c for c in (SGD, Adam, AdamW, RMSprop, Adagrad, Nadam)
 }
+
+
+def _schedule_text(value: Any, cls: str) -> str | None:
+    """The engine's text of a Keras learning-rate schedule (ExponentialDecay,
+    PiecewiseConstantDecay, CosineDecay), or None for a plain number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return None
+    kind = type(value).__name__
+    if not hasattr(value, "get_config") or not kind.endswith("Decay"):
+        if isinstance(value, dict) or callable(value):
+            raise UnsupportedError(f"{cls}: learning_rate of type {kind} is not supported")
+        return None
+    c = value.get_config()
+    if kind == "ExponentialDecay":
+        return (f"exponential_decay initial_learning_rate={_text(float(c['initial_learning_rate']))}"
+                f" decay_steps={_text(float(c['decay_steps']))}"
+                f" decay_rate={_text(float(c['decay_rate']))} staircase={int(bool(c['staircase']))}")
+    if kind == "PiecewiseConstantDecay":
+        b = ",".join(_text(float(v)) for v in c["boundaries"])
+        v = ",".join(_text(float(v)) for v in c["values"])
+        return f"piecewise_constant_decay boundaries={b} values={v}"
+    if kind == "CosineDecay":
+        text = (f"cosine_decay initial_learning_rate={_text(float(c['initial_learning_rate']))}"
+                f" decay_steps={_text(float(c['decay_steps']))} alpha={_text(float(c['alpha']))}")
+        if c.get("warmup_target") is not None:
+            text += (f" warmup_target={_text(float(c['warmup_target']))}"
+                     f" warmup_steps={_text(float(c.get('warmup_steps', 0)))}")
+        return text
+    raise UnsupportedError(f"{cls}: learning-rate schedule {kind} is not supported by FKB "
+                           "(it has ExponentialDecay, PiecewiseConstantDecay, CosineDecay)")
 
 
 def get(identifier: Any) -> Optimizer:

@@ -324,43 +324,46 @@ contains
   end subroutine read_learning_rate
 
   pure real(real64) function learning_rate_at(opt, step) result(lr)
-    !! The learning rate for the update after `step` earlier ones (Keras' formulas).
+    !! The learning rate for the update after `step` earlier ones, with Keras' formulas in
+    !! float32 arithmetic as Keras evaluates its schedules (keras/src/optimizers/schedules:
+    !! convert_to_tensor of the Python floats gives float32 tensors).
     type(fkb_optimizer_t), intent(in) :: opt
     integer(int64), intent(in) :: step
-    real(real64), parameter :: PI = 3.141592653589793238462643383279_real64
-    real(real64) :: p, s, target
+    integer, parameter :: sp = real32
+    real(sp), parameter :: PI = 3.14159265358979323846_sp
+    real(sp) :: p, s, target, init, l
     integer :: k
     lr = opt%learning_rate
     if (.not. allocated(opt%schedule)) return
-    s = real(step, real64)
+    s = real(step, sp)
+    init = real(opt%learning_rate, sp)
     select case (opt%schedule)
     case ('exponential_decay')
-      p = s / opt%decay_steps
+      p = s / real(opt%decay_steps, sp)
       if (opt%staircase) p = aint(p)
-      lr = opt%learning_rate * opt%decay_rate**p
+      l = init * real(opt%decay_rate, sp)**p
     case ('piecewise_constant_decay')
-      lr = opt%values(size(opt%values))
-      do k = 1, size(opt%boundaries)
-        if (s <= opt%boundaries(k)) then
-          lr = opt%values(k)
-          return
-        end if
+      l = real(opt%values(size(opt%values)), sp)
+      do k = size(opt%boundaries), 1, -1
+        if (s <= real(opt%boundaries(k), sp)) l = real(opt%values(k), sp)
       end do
-    case ('cosine_decay')
-      target = opt%learning_rate
+    case default   ! cosine_decay
+      target = init
       if (opt%has_warmup) then
-        s = min(s, opt%decay_steps + opt%warmup_steps)
-        if (s < opt%warmup_steps) then
-          lr = (opt%warmup_target - opt%learning_rate) * (s / opt%warmup_steps) + &
-               opt%learning_rate
+        s = min(s, real(opt%decay_steps + opt%warmup_steps, sp))
+        if (s < real(opt%warmup_steps, sp)) then
+          lr = real((real(opt%warmup_target, sp) - init) * (s / real(opt%warmup_steps, sp)) &
+                    + init, real64)
           return
         end if
-        s = s - opt%warmup_steps
-        target = opt%warmup_target
+        s = s - real(opt%warmup_steps, sp)
+        target = real(opt%warmup_target, sp)
       end if
-      p = min(s, opt%decay_steps) / opt%decay_steps
-      lr = target * ((1 - opt%alpha) * (0.5_real64 * (1 + cos(PI * p))) + opt%alpha)
+      p = min(s, real(opt%decay_steps, sp)) / real(opt%decay_steps, sp)
+      l = target * ((1 - real(opt%alpha, sp)) * (0.5_sp * (1 + cos(PI * p))) + &
+                    real(opt%alpha, sp))
     end select
+    lr = real(l, real64)
   end function learning_rate_at
 
   subroutine init_slots(opt, vars)

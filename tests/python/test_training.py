@@ -768,3 +768,76 @@ def test_saved_mid_training_loads_compiled_and_continues(make_cases, tmp_path):
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         assert np.array_equal(wa, wb)
     assert b.iterations == 6
+
+
+# -- gradients of the normalization and PReLU layers (training mode) -----------------------
+
+NORM_MODELS = ["batch_normalization", "layer_normalization", "normalization",
+               "normalization_given", "prelu", "dropout_flatten"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gradients_normalization_and_prelu_layers(make_cases, dtype):
+    """Training-mode gradients (BatchNormalization with batch statistics) of the trainable
+    weights equal TensorFlow's; Normalization's adapted state and BatchNormalization's moving
+    statistics are not trainable (FKB reports zero for them)."""
+    builders = dict(make_cases.build_cases())
+    for k, name in enumerate(NORM_MODELS):
+        model = model_of(make_cases, builders[name], dtype, 2000 + k)
+        if name == "dropout_flatten":  # no random mask in either: compare with rate 0
+            for layer in model.layers:
+                if isinstance(layer, L.Dropout):
+                    layer.rate = 0.0
+        net = fkb.from_keras(model)
+        net.compile(optimizer="sgd", loss="mse")
+        x = data(k, 16, net.n_inputs)
+        y = data(200 + k, 16, net.n_outputs)
+        with floatx(dtype):
+            ref_loss, ref = tape_gradients(model, keras.losses.MeanSquaredError(), x, y, None,
+                                           False)
+        state = {"mean", "variance", "moving_mean", "moving_variance"}
+        names = [t for layer in net.layers for t, _ in layer.tensors]
+        got = [g for g, t in zip(net.gradients(x, y), names) if t not in state]
+        assert [g.shape for g in got] == [g.shape for g in ref], name
+        scale = max(float(np.abs(g).max()) for g in ref)
+        worst = max(float((np.abs(a - b) / (np.abs(b) + scale)).max()) for a, b in zip(got, ref))
+        _note(f"gradients {name} {dtype}", worst)
+        assert worst <= GRAD_RTOL[dtype], f"{name} {dtype}: {worst:.3e}"
+
+
+# -- learning-rate schedules -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["exponential", "exponential_staircase", "piecewise", "cosine",
+                                  "cosine_warmup"])
+def test_schedules_match_keras(make_cases, kind):
+    """Keras schedule objects convert; 9 SGD steps give Keras' weights (float64). Keras
+    evaluates schedules in float32: piecewise and cosine agree to 1e-12, exponential decay's
+    float32 power to 1e-7 (one float32 rounding of the rate)."""
+    S = keras.optimizers.schedules
+    make = {"exponential": lambda: S.ExponentialDecay(0.1, 3, 0.5),
+            "exponential_staircase": lambda: S.ExponentialDecay(0.1, 3, 0.5, staircase=True),
+            "piecewise": lambda: S.PiecewiseConstantDecay([2, 5], [0.1, 0.05, 0.01]),
+            "cosine": lambda: S.CosineDecay(0.1, 6, alpha=0.1),
+            "cosine_warmup": lambda: S.CosineDecay(0.01, 4, warmup_target=0.1,
+                                                   warmup_steps=3)}[kind]
+    model = model_of(make_cases, lambda: seq(4, L.Dense(3, activation="tanh")), "float64", 9)
+    net = fkb.from_keras(model)
+    with floatx("float64"):
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=make()), loss="mse")
+    net.compile(optimizer=keras.optimizers.SGD(learning_rate=make()), loss="mse")
+    rng = np.random.default_rng(1)
+    for _ in range(9):
+        x, y = rng.normal(size=(8, 4)), rng.normal(size=(8, 3))
+        with floatx("float64"):
+            model.train_on_batch(x, y)
+        net.train_on_batch(x, y)
+    dev = _weight_deviation(net.get_weights(), model.get_weights())
+    _note(f"schedule {kind}", dev)
+    assert dev <= (1e-7 if kind.startswith("exponential") else 1e-12)
+
+
+def test_unsupported_schedule_is_refused():
+    sched = keras.optimizers.schedules.InverseTimeDecay(0.1, 10, 0.5)
+    with pytest.raises(fkb.UnsupportedError, match="InverseTimeDecay"):
+        fopt.get(keras.optimizers.Adam(learning_rate=sched))
