@@ -4,7 +4,7 @@
 !!
 !! MODEL.fkb is any network converted with `fkb convert` that maps a centred periodic stencil
 !! [X_{k-r}, ..., X_{k+r}] (n_inputs = 2r + 1 <= K) to U_k (n_outputs = 1). With several models
-!! the host averages their outputs (an ensemble). Once per RK4 step (dt = 0.005) the network
+!! they run as one fkb_ensemble (equal weights, their mean is the closure). Once per RK4 step (dt = 0.005) the network
 !! is called on one batch holding all K sites; U is then held fixed during the step.
 !!
 !! From N_IC initial conditions spread over the truth's test segment (DATADIR/test_x.bin,
@@ -33,6 +33,8 @@ program l96_online
 
   type(l96_config) :: cfg
   type(fkb_network), allocatable :: nets(:)
+  type(fkb_ensemble) :: ens
+  character(len=1024), allocatable :: paths(:)
   character(len=1024) :: datadir, prefix, arg
   character(len=512) :: msg
   integer :: n_ic, nmodels, width, stat, i, m, n, nsteps, nfc, ntest, stride, skip, u
@@ -57,9 +59,10 @@ program l96_online
 
   ! The parameterization: one network, or several averaged.
   nmodels = command_argument_count() - 4
-  allocate(nets(nmodels))
+  allocate(nets(nmodels), paths(nmodels))
   do i = 1, nmodels
     call get_command_argument(4 + i, arg)
+    paths(i) = arg
     msg = ''
     call nets(i)%load(trim(arg), stat=stat, errmsg=msg)
     if (stat /= FKB_OK) call fail(trim(msg))
@@ -68,6 +71,10 @@ program l96_online
     if (nets(i)%n_inputs() /= width .or. mod(width, 2) /= 1 .or. width > cfg%nk) &
       call fail(trim(arg) // ': expected an odd stencil width <= K, the same for all models')
   end do
+  if (nmodels > 1) then
+    call ens%load(paths, stat=stat, errmsg=msg)
+    if (stat /= FKB_OK) call fail(trim(msg))
+  end if
 
   ! The truth's test segment.
   dt = meta_value('dt_out')
@@ -107,13 +114,13 @@ program l96_online
     do n = 1, nsteps
       call system_clock(t0)
       call stencil(x, width, inputs)
-      uk = 0
-      do i = 1, nmodels
-        call nets(i)%predict(inputs, outputs, stat=stat, errmsg=msg)
-        if (stat /= FKB_OK) call fail(trim(msg))
-        uk = uk + outputs(1, :)
-      end do
-      uk = uk / nmodels
+      if (nmodels == 1) then
+        call nets(1)%predict(inputs, outputs, stat=stat, errmsg=msg)
+      else
+        call ens%predict(inputs, outputs, stat=stat, errmsg=msg)   ! the members' mean
+      end if
+      if (stat /= FKB_OK) call fail(trim(msg))
+      uk = outputs(1, :)
       call system_clock(t1)
       call one_scale_step(cfg, dt, x, uk)
       if (any(ieee_is_nan(x)) .or. maxval(abs(x)) > blowup) then

@@ -52,11 +52,12 @@ def _case_study():
 
 
 def _fkb_location():
-    """Command-line arguments of run_case_study.py that point at FKB, or None."""
-    if os.path.isfile(os.path.join(PREFIX, "lib", "cmake", "FKB", "FKBConfig.cmake")):
-        return ["--prefix", PREFIX]
+    """Command-line arguments of run_case_study.py that point at FKB, or None. The build
+    tree first: `make test` has just built it, while an installed copy may be older."""
     if os.path.isfile(os.path.join(BUILD_TREE, "FKBConfig.cmake")):
         return ["--fkb-dir", BUILD_TREE]
+    if os.path.isfile(os.path.join(PREFIX, "lib", "cmake", "FKB", "FKBConfig.cmake")):
+        return ["--prefix", PREFIX]
     return None
 
 
