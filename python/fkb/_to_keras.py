@@ -89,7 +89,57 @@ def spec_to_keras(spec: ModelSpec) -> Any:
             kl.finalize_state()
         elif weights:
             kl.set_weights(weights)
+    if spec.training:
+        _compile_like(model, spec.training)
     return model
+
+
+_KERAS_OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
+                     "adagrad": "Adagrad", "nadam": "Nadam"}
+_KERAS_LOSSES = {"mean_squared_error": "MeanSquaredError", "mse": "MeanSquaredError",
+                 "mean_absolute_error": "MeanAbsoluteError", "mae": "MeanAbsoluteError",
+                 "huber": "Huber", "log_cosh": "LogCosh",
+                 "mean_absolute_percentage_error": "MeanAbsolutePercentageError",
+                 "binary_crossentropy": "BinaryCrossentropy",
+                 "categorical_crossentropy": "CategoricalCrossentropy",
+                 "sparse_categorical_crossentropy": "SparseCategoricalCrossentropy"}
+
+
+def _options(words: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for w in words:
+        key, _, value = w.partition("=")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _compile_like(model: Any, training: dict) -> None:
+    """Compiles the rebuilt model with the optimizer and loss of a network saved while
+    training (fresh Keras optimizer state); a custom loss or a schedule is left out."""
+    import keras
+
+    opt_words = str(training.get("optimizer", "")).split()
+    loss_words = str(training.get("loss", "")).split()
+    if not opt_words or not loss_words or loss_words[0] not in _KERAS_LOSSES:
+        return
+    opts = _options(opt_words[1:])
+    if not isinstance(opts.get("learning_rate", 0.0), float):
+        return  # a schedule: Keras gets the weights, the user chooses the optimizer
+    bools = {"nesterov", "amsgrad", "centered", "staircase", "from_logits"}
+    for key in list(opts):
+        if key in bools:
+            opts[key] = bool(opts[key])
+    opts.pop("iterations", None)
+    loss_opts = _options(loss_words[1:])
+    for key in list(loss_opts):
+        if key in bools:
+            loss_opts[key] = bool(loss_opts[key])
+    optimizer = getattr(keras.optimizers, _KERAS_OPTIMIZERS[opt_words[0].lower()])(**opts)
+    loss = getattr(keras.losses, _KERAS_LOSSES[loss_words[0]])(**loss_opts)
+    model.compile(optimizer=optimizer, loss=loss)
 
 
 def _safe_name(name: str) -> str:

@@ -53,3 +53,20 @@ def test_uncompiled_model_converts_without_training_state(tmp_path):
     assert net.iterations == 0
     with pytest.raises(fkb.FKBArgumentError, match="not compiled"):
         net.train_on_batch(np.zeros((1, 5)), np.zeros((1, 2)))
+
+
+def test_saved_training_state_exports_compiled(tmp_path):
+    """A network saved while training exports to a Keras model compiled with the same
+    optimizer and loss (a fresh Keras optimizer state)."""
+    m = _model()
+    fkb.convert(m, str(tmp_path / "m.fkb"))
+    net = fkb.load(str(tmp_path / "m.fkb"))
+    x = np.random.default_rng(1).normal(size=(16, 5))
+    y = np.random.default_rng(2).normal(size=(16, 2))
+    net.train_on_batch(x, y)
+    net.save(str(tmp_path / "trained.fkb"))
+    k = fkb.to_keras(str(tmp_path / "trained.fkb"))
+    assert type(k.optimizer).__name__ == "RMSprop" and k.optimizer.centered
+    assert float(k.optimizer.learning_rate) == pytest.approx(0.002)
+    assert type(k.loss).__name__ == "MeanAbsoluteError"
+    np.testing.assert_allclose(k.predict(x, verbose=0), net.predict(x), rtol=1e-5, atol=1e-6)
