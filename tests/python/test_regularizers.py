@@ -28,8 +28,8 @@ def _model():
     return keras.Sequential([
         keras.Input((6,)),
         keras.layers.Dense(8, activation="tanh", kernel_regularizer=R.L2(0.01),
-                           bias_regularizer=R.L1(0.003)),
-        keras.layers.BatchNormalization(momentum=0.9),
+                           bias_regularizer=R.L1(0.003), name="dense"),
+        keras.layers.BatchNormalization(momentum=0.9, name="batch_normalization"),
         keras.layers.Dense(5, activation="relu", kernel_regularizer=R.L1L2(l1=0.002, l2=0.004)),
         keras.layers.Dense(3, name="frozen"),
     ])
@@ -55,8 +55,8 @@ def test_regularized_training_matches_keras(float64):
         assert np.abs(a - b).max() <= 1e-12 * max(1e-300, np.abs(b).max())
     back = fkb.to_keras(net)
     assert not back.get_layer("frozen").trainable
-    assert back.layers[0].kernel_regularizer is not None
-    assert back.layers[1].momentum == pytest.approx(0.9)
+    assert back.get_layer("dense").kernel_regularizer is not None
+    assert back.get_layer("batch_normalization").momentum == pytest.approx(0.9)
 
 
 def test_unsupported_regularizer_is_refused():

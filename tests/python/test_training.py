@@ -631,8 +631,8 @@ def test_bad_optimizer_arguments():
         fopt.Adam(use_ema=True)
     with pytest.raises(fkb.UnsupportedError, match="unknown optimizer 'adamax'"):
         fopt.get("adamax")
-    schedule = keras.optimizers.schedules.ExponentialDecay(0.01, 100, 0.9)
-    with pytest.raises(fkb.UnsupportedError, match="ExponentialDecay"):
+    schedule = keras.optimizers.schedules.InverseTimeDecay(0.01, 100, 0.9)
+    with pytest.raises(fkb.UnsupportedError, match="InverseTimeDecay"):
         fopt.get(keras.optimizers.Adam(learning_rate=schedule))
     with pytest.raises(fkb.UnsupportedError, match="schedule"):
         fopt.Adam(learning_rate=schedule)
