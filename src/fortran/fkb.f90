@@ -11,10 +11,13 @@ module fkb
   use fkb_network_m, only: fkb_network
   use fkb_ensemble_m, only: fkb_ensemble
   use fkb_custom_loss_m, only: fkb_custom_loss
+  use fkb_layer, only: fkb_layer_t
+  use fkb_layer_registry, only: fkb_register_layer
+  use fkb_config, only: fkb_config_t
   use fkb_errors, only: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_IO, FKB_ERR_FORMAT, FKB_ERR_VERSION, &
                         FKB_ERR_UNSUPPORTED, FKB_ERR_SHAPE, FKB_ERR_MEMORY, FKB_ERR_INTERNAL, &
                         fkb_status_name
-  use fkb_tensor, only: FKB_FLOAT32, FKB_FLOAT64
+  use fkb_tensor, only: FKB_FLOAT32, FKB_FLOAT64, fkb_tensor_t
   use fkb_version, only: fkb_version_string
   use fkb_blas, only: fkb_set_deterministic => set_deterministic, &
                       fkb_is_deterministic => is_deterministic
@@ -27,4 +30,7 @@ module fkb
   !> Deterministic mode: bitwise identical outputs for any thread count, batch size and split
   !> of a batch into calls (also switched on by FKB_DETERMINISTIC=1 at the first load).
   public :: fkb_set_deterministic, fkb_is_deterministic
+  !> Custom layers: extend fkb_layer_t (options through fkb_config_t accessors, tensors as
+  !> fkb_tensor_t) and register the type with fkb_register_layer (examples/custom_layer/).
+  public :: fkb_layer_t, fkb_register_layer, fkb_config_t, fkb_tensor_t
 end module fkb

@@ -40,6 +40,11 @@ run(${CMAKE_COMMAND} -S ${SRC}/../../examples/online_learning -B ${WORK}/online 
 run(${CMAKE_COMMAND} --build ${WORK}/online)
 run(${WORK}/online/fkb_online ${CASES}/spcam_like_float32.fkb 100 ${WORK}/online/trained.fkb)
 
+# The custom-layer example: a user's layer type compiled against the installed modules.
+run(${CMAKE_COMMAND} -S ${SRC}/../../examples/custom_layer -B ${WORK}/custom -G ${GENERATOR}
+    -DCMAKE_PREFIX_PATH=${PREFIX})
+run(${CMAKE_COMMAND} --build ${WORK}/custom)
+
 # pkg-config: a plain compiler command line, as a Makefile-built host model would use.
 find_program(PKG_CONFIG pkg-config)
 find_program(CC NAMES cc gcc)
