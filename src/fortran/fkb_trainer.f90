@@ -41,6 +41,7 @@ module fkb_trainer
     type(fkb_tensor_t) :: d(2)      !! dL/dy of the current layer and of its input
     type(grad_set), allocatable :: grads(:)
     class(fkb_custom_loss), allocatable :: custom   !! replaces the built-in loss if set
+    type(slot_t), allocatable :: vars(:), gs(:)     !! double copies for the optimizer, kept
   end type fkb_trainer_t
 
 contains
@@ -261,6 +262,12 @@ contains
       if (.not. allocated(tensor%r32)) allocate(tensor%r32(size_))
       p => tensor%r32
     end function flat
+    function param(tensor) result(p)
+      ! The weights of a tensor, in this precision.
+      type(fkb_tensor_t), intent(inout), target :: tensor
+      real(wp), pointer, contiguous :: p(:)
+      p => tensor%r32
+    end function param
   end subroutine step_r32
 
   subroutine step_r64(tr, model, x, t, w, value, apply, stat, msg, gradients, infer)
@@ -295,6 +302,12 @@ contains
       if (.not. allocated(tensor%r64)) allocate(tensor%r64(size_))
       p => tensor%r64
     end function flat
+    function param(tensor) result(p)
+      ! The weights of a tensor, in this precision.
+      type(fkb_tensor_t), intent(inout), target :: tensor
+      real(wp), pointer, contiguous :: p(:)
+      p => tensor%r64
+    end function param
   end subroutine step_r64
 
 end module fkb_trainer
