@@ -112,6 +112,50 @@ FKB_API fkb_status fkb_network_predict(const fkb_network *net, const float *x, i
 FKB_API fkb_status fkb_network_predict_f64(const fkb_network *net, const double *x,
                                            int64_t batch, double *y);
 
+/* ---- Several inputs and outputs, shaped data, recurrent state (format 1.2) ----
+ * A Functional model may have several inputs and outputs; each has a per-sample shape
+ * (Keras' shape without the batch axis, e.g. {60, 6}) stored flat in C order, one sample
+ * after another. fkb_network_n_inputs/n_outputs give the sizes of the first input/output. */
+
+/** Number of inputs / outputs of the network (1 for a Sequential model); -1 if net is NULL. */
+FKB_API int fkb_network_input_count(const fkb_network *net);
+FKB_API int fkb_network_output_count(const fkb_network *net);
+
+/** Values per sample of input / output i (0-based); -1 if there is no such input/output. */
+FKB_API int64_t fkb_network_input_size(const fkb_network *net, int i);
+FKB_API int64_t fkb_network_output_size(const fkb_network *net, int i);
+
+/** Per-sample shape of input (is_output = 0) or output (is_output = 1) i: returns its rank
+ *  and, if dims is not NULL and max_rank >= rank, writes the dimensions to dims; -1 if there
+ *  is no such input/output. */
+FKB_API int fkb_network_io_shape(const fkb_network *net, int is_output, int i, int64_t *dims,
+                                 int max_rank);
+
+/** Name of input/output i (as in Keras): returns its length and, if buf has room for it and
+ *  its NUL, copies it there; -1 if there is no such input/output. */
+FKB_API int fkb_network_io_name(const fkb_network *net, int is_output, int i, char *buf,
+                                size_t capacity);
+
+/** Recurrent state carried from one predict call to the next, for stepping LSTM/GRU/SimpleRNN
+ *  layers from a host's time loop. Owned by the caller (one per thread or sequence); a call
+ *  with another batch size starts again from zero state. */
+typedef struct fkb_rnn_state fkb_rnn_state;
+FKB_API fkb_rnn_state *fkb_rnn_state_create(void);    /**< NULL if out of memory */
+FKB_API void fkb_rnn_state_reset(fkb_rnn_state *state); /**< back to zero; NULL is ignored */
+FKB_API void fkb_rnn_state_free(fkb_rnn_state **state); /**< accepts NULL; sets *state = NULL */
+
+/** Runs a network with n_inputs inputs and n_outputs outputs on a batch: xs[k] holds
+ *  batch * fkb_network_input_size(net, k) values, ys[k] receives batch *
+ *  fkb_network_output_size(net, k). state may be NULL (recurrent layers start from zero). */
+FKB_API fkb_status fkb_network_predict_multi(const fkb_network *net, int n_inputs,
+                                             const float *const *xs, int64_t batch,
+                                             int n_outputs, float *const *ys,
+                                             fkb_rnn_state *state);
+FKB_API fkb_status fkb_network_predict_multi_f64(const fkb_network *net, int n_inputs,
+                                                 const double *const *xs, int64_t batch,
+                                                 int n_outputs, double *const *ys,
+                                                 fkb_rnn_state *state);
+
 /** The network's architecture as the header text of its `.fkb` file (docs/format.md): the
  *  layers with every hyper-parameter, tensor names and shapes, and metadata. Owned by the
  *  network, valid until it is freed; NULL if net is NULL. */

@@ -6,7 +6,8 @@ module fkb_c_api
                            c_null_ptr, c_null_char, c_associated, c_f_pointer, c_loc, &
                            c_funptr, c_associated, c_f_procpointer
   use iso_fortran_env, only: int64, real64
-  use fkb_network_m, only: fkb_network
+  use fkb_network_m, only: fkb_network, fkb_rnn_state
+  use fkb_refs, only: fkb_ref32, fkb_ref64
   use fkb_ensemble_m, only: fkb_ensemble
   use fkb_custom_loss_m, only: fkb_custom_loss
   use fkb_errors, only: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_MEMORY
@@ -182,55 +183,269 @@ contains
     if (get_net(handle, net)) c_network_dtype = net%dtype()
   end function c_network_dtype
 
-  integer(c_int) function check_predict(handle, x, batch, y, net)
-    type(c_ptr), intent(in) :: handle, x, y
-    integer(c_int64_t), intent(in) :: batch
-    type(fkb_network), pointer, intent(out) :: net
-    check_predict = FKB_OK
-    if (.not. get_net(handle, net)) then
-      check_predict = fail(FKB_ERR_ARGUMENT, 'fkb_network_predict: network is NULL')
-    else if (.not. (c_associated(x) .and. c_associated(y))) then
-      check_predict = fail(FKB_ERR_ARGUMENT, 'fkb_network_predict: x or y is NULL')
-    else if (batch < 1) then
-      check_predict = fail(FKB_ERR_ARGUMENT, 'fkb_network_predict: batch must be at least 1')
-    end if
-  end function check_predict
-
   integer(c_int) function c_network_predict(handle, x, batch, y) &
       bind(c, name='fkb_network_predict')
     type(c_ptr), value :: handle, x, y
     integer(c_int64_t), value :: batch
-    type(fkb_network), pointer :: net
-    real(c_float), pointer, contiguous :: xf(:, :), yf(:, :)
-    character(len=:), allocatable :: msg
-    integer :: stat
-    c_network_predict = check_predict(handle, x, batch, y, net)
-    if (c_network_predict /= FKB_OK) return
-    call c_f_pointer(x, xf, [net%n_inputs(), int(batch, int64)])
-    call c_f_pointer(y, yf, [net%n_outputs(), int(batch, int64)])
-    msg = ''
-    call net%predict_core(net%n_inputs(), net%n_outputs(), int(batch, int64), &
-                          int(batch, int64), stat, msg, x32=xf, y32=yf)
-    c_network_predict = finish(stat, msg)
+    type(c_ptr), target :: xs(1), ys(1)
+    xs(1) = x
+    ys(1) = y
+    c_network_predict = predict_any(handle, 1, c_loc(xs), batch, 1, c_loc(ys), c_null_ptr, &
+                                    .false., 'fkb_network_predict')
   end function c_network_predict
 
   integer(c_int) function c_network_predict_f64(handle, x, batch, y) &
       bind(c, name='fkb_network_predict_f64')
     type(c_ptr), value :: handle, x, y
     integer(c_int64_t), value :: batch
-    type(fkb_network), pointer :: net
-    real(c_double), pointer, contiguous :: xf(:, :), yf(:, :)
-    character(len=:), allocatable :: msg
-    integer :: stat
-    c_network_predict_f64 = check_predict(handle, x, batch, y, net)
-    if (c_network_predict_f64 /= FKB_OK) return
-    call c_f_pointer(x, xf, [net%n_inputs(), int(batch, int64)])
-    call c_f_pointer(y, yf, [net%n_outputs(), int(batch, int64)])
-    msg = ''
-    call net%predict_core(net%n_inputs(), net%n_outputs(), int(batch, int64), &
-                          int(batch, int64), stat, msg, x64=xf, y64=yf)
-    c_network_predict_f64 = finish(stat, msg)
+    type(c_ptr), target :: xs(1), ys(1)
+    xs(1) = x
+    ys(1) = y
+    c_network_predict_f64 = predict_any(handle, 1, c_loc(xs), batch, 1, c_loc(ys), c_null_ptr, &
+                                        .true., 'fkb_network_predict_f64')
   end function c_network_predict_f64
+
+  integer(c_int) function c_network_predict_multi(handle, n_in, xs, batch, n_out, ys, state) &
+      bind(c, name='fkb_network_predict_multi')
+    type(c_ptr), value :: handle, xs, ys, state
+    integer(c_int), value :: n_in, n_out
+    integer(c_int64_t), value :: batch
+    c_network_predict_multi = predict_any(handle, n_in, xs, batch, n_out, ys, state, .false., &
+                                          'fkb_network_predict_multi')
+  end function c_network_predict_multi
+
+  integer(c_int) function c_network_predict_multi_f64(handle, n_in, xs, batch, n_out, ys, &
+                                                      state) &
+      bind(c, name='fkb_network_predict_multi_f64')
+    type(c_ptr), value :: handle, xs, ys, state
+    integer(c_int), value :: n_in, n_out
+    integer(c_int64_t), value :: batch
+    c_network_predict_multi_f64 = predict_any(handle, n_in, xs, batch, n_out, ys, state, &
+                                              .true., 'fkb_network_predict_multi_f64')
+  end function c_network_predict_multi_f64
+
+  integer(c_int) function predict_any(handle, n_in, xs, batch, n_out, ys, state, f64, fname)
+    ! Every predict entry point: xs/ys are C arrays of n_in/n_out data pointers, each array
+    ! holding batch samples of its input's/output's size; state may be NULL.
+    type(c_ptr), intent(in) :: handle, xs, ys, state
+    integer(c_int), intent(in) :: n_in, n_out
+    integer(c_int64_t), intent(in) :: batch
+    logical, intent(in) :: f64
+    character(len=*), intent(in) :: fname
+    type(fkb_network), pointer :: net
+    type(fkb_rnn_state), pointer :: rs
+    type(c_ptr), pointer :: px(:), py(:)
+    type(fkb_ref32), allocatable :: r32x(:), r32y(:)
+    type(fkb_ref64), allocatable :: r64x(:), r64y(:)
+    type(fkb_ref32) :: s32x(1), s32y(1)
+    type(fkb_ref64) :: s64x(1), s64y(1)
+    character(len=:), allocatable :: msg
+    integer :: stat, k
+    integer(int64) :: rows
+    predict_any = FKB_OK
+    if (.not. get_net(handle, net)) then
+      predict_any = fail(FKB_ERR_ARGUMENT, fname // ': network is NULL')
+    else if (.not. (c_associated(xs) .and. c_associated(ys))) then
+      predict_any = fail(FKB_ERR_ARGUMENT, fname // ': x or y is NULL')
+    else if (batch < 1) then
+      predict_any = fail(FKB_ERR_ARGUMENT, fname // ': batch must be at least 1')
+    else if (n_in /= net%input_count() .or. n_out /= net%output_count()) then
+      predict_any = fail(FKB_ERR_ARGUMENT, fname // ': the network has ' // &
+                         itoa(net%input_count()) // ' input(s) and ' // &
+                         itoa(net%output_count()) // ' output(s), got ' // itoa(int(n_in)) // &
+                         ' and ' // itoa(int(n_out)))
+    end if
+    if (predict_any /= FKB_OK) return
+    call c_f_pointer(xs, px, [n_in])
+    call c_f_pointer(ys, py, [n_out])
+    do k = 1, n_in
+      if (.not. c_associated(px(k))) predict_any = fail(FKB_ERR_ARGUMENT, fname // ': input ' &
+                                                        // itoa(k - 1) // ' is NULL')
+    end do
+    do k = 1, n_out
+      if (.not. c_associated(py(k))) predict_any = fail(FKB_ERR_ARGUMENT, fname // &
+                                                        ': output ' // itoa(k - 1) // ' is NULL')
+    end do
+    if (predict_any /= FKB_OK) return
+    rs => null()
+    if (c_associated(state)) call c_f_pointer(state, rs)
+    msg = ''
+    ! One input and one output (the common case) go through fixed-size arrays: no allocation.
+    if (f64) then
+      if (n_in == 1 .and. n_out == 1) then
+        call ref64(px(1), net%input_size(1), s64x(1))
+        call ref64(py(1), net%output_size(1), s64y(1))
+        call run64(s64x, s64y)
+      else
+        allocate(r64x(n_in), r64y(n_out))
+        do k = 1, n_in
+          call ref64(px(k), net%input_size(k), r64x(k))
+        end do
+        do k = 1, n_out
+          call ref64(py(k), net%output_size(k), r64y(k))
+        end do
+        call run64(r64x, r64y)
+      end if
+    else
+      if (n_in == 1 .and. n_out == 1) then
+        call ref32(px(1), net%input_size(1), s32x(1))
+        call ref32(py(1), net%output_size(1), s32y(1))
+        call run32(s32x, s32y)
+      else
+        allocate(r32x(n_in), r32y(n_out))
+        do k = 1, n_in
+          call ref32(px(k), net%input_size(k), r32x(k))
+        end do
+        do k = 1, n_out
+          call ref32(py(k), net%output_size(k), r32y(k))
+        end do
+        call run32(r32x, r32y)
+      end if
+    end if
+    predict_any = finish(stat, msg)
+  contains
+    subroutine ref32(p, r, ref)
+      type(c_ptr), intent(in) :: p
+      integer(int64), intent(in) :: r
+      type(fkb_ref32), intent(out) :: ref
+      rows = max(r, 0_int64)
+      call c_f_pointer(p, ref%p, [rows * batch])
+      ref%rows = rows
+      ref%cols = batch
+    end subroutine ref32
+    subroutine ref64(p, r, ref)
+      type(c_ptr), intent(in) :: p
+      integer(int64), intent(in) :: r
+      type(fkb_ref64), intent(out) :: ref
+      rows = max(r, 0_int64)
+      call c_f_pointer(p, ref%p, [rows * batch])
+      ref%rows = rows
+      ref%cols = batch
+    end subroutine ref64
+    subroutine run32(a, b)
+      type(fkb_ref32), intent(in) :: a(:), b(:)
+      if (associated(rs)) then
+        call net%predict_core(stat, msg, xs32=a, ys32=b, state=rs)
+      else
+        call net%predict_core(stat, msg, xs32=a, ys32=b)
+      end if
+    end subroutine run32
+    subroutine run64(a, b)
+      type(fkb_ref64), intent(in) :: a(:), b(:)
+      if (associated(rs)) then
+        call net%predict_core(stat, msg, xs64=a, ys64=b, state=rs)
+      else
+        call net%predict_core(stat, msg, xs64=a, ys64=b)
+      end if
+    end subroutine run64
+  end function predict_any
+
+  integer(c_int) function c_network_input_count(handle) bind(c, name='fkb_network_input_count')
+    type(c_ptr), value :: handle
+    type(fkb_network), pointer :: net
+    c_network_input_count = -1
+    if (get_net(handle, net)) c_network_input_count = net%input_count()
+  end function c_network_input_count
+
+  integer(c_int) function c_network_output_count(handle) &
+      bind(c, name='fkb_network_output_count')
+    type(c_ptr), value :: handle
+    type(fkb_network), pointer :: net
+    c_network_output_count = -1
+    if (get_net(handle, net)) c_network_output_count = net%output_count()
+  end function c_network_output_count
+
+  integer(c_int64_t) function c_network_input_size(handle, i) &
+      bind(c, name='fkb_network_input_size')
+    type(c_ptr), value :: handle
+    integer(c_int), value :: i
+    type(fkb_network), pointer :: net
+    c_network_input_size = -1
+    if (get_net(handle, net)) c_network_input_size = net%input_size(int(i) + 1)
+  end function c_network_input_size
+
+  integer(c_int64_t) function c_network_output_size(handle, i) &
+      bind(c, name='fkb_network_output_size')
+    type(c_ptr), value :: handle
+    integer(c_int), value :: i
+    type(fkb_network), pointer :: net
+    c_network_output_size = -1
+    if (get_net(handle, net)) c_network_output_size = net%output_size(int(i) + 1)
+  end function c_network_output_size
+
+  integer(c_int) function c_network_io_shape(handle, output, i, dims, max_rank) &
+      bind(c, name='fkb_network_io_shape')
+    type(c_ptr), value :: handle, dims
+    integer(c_int), value :: output, i, max_rank
+    type(fkb_network), pointer :: net
+    integer(c_int64_t), pointer :: d(:)
+    integer(int64), allocatable :: shape(:)
+    c_network_io_shape = -1
+    if (.not. get_net(handle, net)) return
+    if (output /= 0) then
+      shape = net%output_shape(int(i) + 1)
+    else
+      shape = net%input_shape(int(i) + 1)
+    end if
+    if (size(shape) == 0) return
+    c_network_io_shape = size(shape)
+    if (c_associated(dims) .and. max_rank >= size(shape)) then
+      call c_f_pointer(dims, d, [size(shape)])
+      d = shape
+    end if
+  end function c_network_io_shape
+
+  integer(c_int) function c_network_io_name(handle, output, i, buf, cap) &
+      bind(c, name='fkb_network_io_name')
+    type(c_ptr), value :: handle, buf
+    integer(c_int), value :: output, i
+    integer(c_size_t), value :: cap
+    type(fkb_network), pointer :: net
+    character(kind=c_char), pointer :: b(:)
+    character(len=:), allocatable :: name
+    integer :: k
+    c_network_io_name = -1
+    if (.not. get_net(handle, net)) return
+    if (output /= 0) then
+      if (i < 0 .or. i >= net%output_count()) return
+      name = net%output_name(int(i) + 1)
+    else
+      if (i < 0 .or. i >= net%input_count()) return
+      name = net%input_name(int(i) + 1)
+    end if
+    c_network_io_name = len(name)
+    if (.not. c_associated(buf) .or. cap < len(name) + 1) return
+    call c_f_pointer(buf, b, [len(name) + 1])
+    do k = 1, len(name)
+      b(k) = name(k:k)
+    end do
+    b(len(name) + 1) = c_null_char
+  end function c_network_io_name
+
+  type(c_ptr) function c_rnn_state_create() bind(c, name='fkb_rnn_state_create')
+    type(fkb_rnn_state), pointer :: rs
+    integer :: ios
+    c_rnn_state_create = c_null_ptr
+    allocate(rs, stat=ios)
+    if (ios == 0) c_rnn_state_create = c_loc(rs)
+  end function c_rnn_state_create
+
+  subroutine c_rnn_state_reset(state) bind(c, name='fkb_rnn_state_reset')
+    type(c_ptr), value :: state
+    type(fkb_rnn_state), pointer :: rs
+    if (.not. c_associated(state)) return
+    call c_f_pointer(state, rs)
+    call rs%reset()
+  end subroutine c_rnn_state_reset
+
+  subroutine c_rnn_state_free(state) bind(c, name='fkb_rnn_state_free')
+    type(c_ptr), intent(inout) :: state
+    type(fkb_rnn_state), pointer :: rs
+    if (.not. c_associated(state)) return
+    call c_f_pointer(state, rs)
+    deallocate(rs)
+    state = c_null_ptr
+  end subroutine c_rnn_state_free
 
   type(c_ptr) function c_network_description(handle) bind(c, name='fkb_network_description')
     type(c_ptr), value :: handle

@@ -69,6 +69,8 @@ contains
       return
     end if
     if (.not. to_size(f_value(1), model%n_in, 1_int64, BLAS_INT_MAX, 2)) return
+    call model%add_input([model%n_in], '', stat, msg)
+    if (stat /= FKB_OK) return
     n_dense = 0
     i = 2
     do while (i <= n_lines)
@@ -371,6 +373,11 @@ contains
     character, parameter :: tab = achar(9)
     integer :: u, ios, j, n_lines
     stat = FKB_OK
+    if (.not. model%is_chain() .or. size(model%in_shapes(1)%d) /= 1) then
+      call set_error(stat, msg, FKB_ERR_UNSUPPORTED, 'the legacy FKB format holds only chains ' &
+                     // 'of layers on rank-1 input; save this model as .fkb')
+      return
+    end if
     n_lines = 1
     do j = 1, model%n_layers
       select type (l => model%layers(j)%l)

@@ -17,7 +17,8 @@ module fkb_io_native
 
   character(len=8), parameter :: MAGIC = char(137) // 'FKB' // achar(13) // achar(10) // &
                                          achar(26) // achar(10)
-  integer(int32), parameter :: FORMAT_MAJOR = 1, FORMAT_MINOR = 1   !! 1.1: training records
+  !> 1.1: training records; 1.2: shaped and named inputs, graphs (written only when used).
+  integer(int32), parameter :: FORMAT_MAJOR = 1, FORMAT_MINOR = 2
   integer(int64), parameter :: PREFIX_BYTES = 24
   integer(int64), parameter :: MAX_HEADER_BYTES = 256_int64 * 1024 * 1024
 
@@ -131,6 +132,7 @@ contains
     character(len=:), allocatable :: key, value, lname
     integer :: i, k, eq, next_tensor, ios
     integer(int64) :: slot_len
+    integer(int64), allocatable :: dims(:)
     logical :: ok, have_dtype, have_input, ended
     stat = FKB_OK
     lines = split_fields(header, new_line('a'))
@@ -168,18 +170,42 @@ contains
         end select
         have_dtype = .true.
       case ('input')
-        if (size(f) /= 2 .or. .not. have_dtype .or. have_input) then
+        ! `input D1[,D2...] [name=NAME]`; several inputs allowed before the first layer.
+        if (size(f) < 2 .or. size(f) > 3 .or. .not. have_dtype .or. model%n_layers > 0) then
           call bad('misplaced or malformed input record')
           return
         end if
-        ios = 1
-        if (verify(f(2)%s, '0123456789') == 0 .and. len(f(2)%s) <= 18) &
-          read (f(2)%s, *, iostat=ios) model%n_in
-        if (ios /= 0 .or. model%n_in < 1 .or. model%n_in > BLAS_INT_MAX) then
-          call bad("input width must be an integer in 1.." // int_text(BLAS_INT_MAX))
+        if (.not. read_shape(f(2)%s, dims)) then
+          call bad("input shape must be positive integers D1,D2,... with a product in 1.." // &
+                   int_text(BLAS_INT_MAX))
+          return
+        end if
+        lname = ''
+        if (size(f) == 3) then
+          ok = f(3)%s(1:min(5, len(f(3)%s))) == 'name='
+          if (ok) call percent_decode(f(3)%s(6:), lname, ok)
+          if (.not. ok .or. len(lname) == 0) then
+            call bad("malformed input name '" // f(3)%s // "'")
+            return
+          end if
+        end if
+        call model%add_input(dims, lname, stat, msg)
+        if (stat /= FKB_OK) then
+          msg = 'header line ' // int_text(int(i, int64)) // ': ' // msg
           return
         end if
         have_input = .true.
+      case ('output')
+        if (size(f) /= 2 .or. model%n_layers == 0 .or. allocated(model%outputs)) then
+          call bad('misplaced or malformed output record (one, after the layers)')
+          return
+        end if
+        if (.not. tensors_complete()) return
+        call model%set_outputs(f(2)%s, stat, msg)
+        if (stat /= FKB_OK) then
+          msg = 'header line ' // int_text(int(i, int64)) // ': ' // msg
+          return
+        end if
       case ('layer')
         if (.not. have_input .or. size(f) < 2) then
           call bad('misplaced or malformed layer record')
@@ -202,6 +228,8 @@ contains
           end if
           if (key == 'name') then
             lname = value
+          else if (key == 'inputs') then
+            call cfg%set(key, f(k)%s(eq + 1:))   ! a list: the model decodes each name
           else
             call cfg%set(key, value)
           end if
@@ -294,6 +322,30 @@ contains
       call set_error(stat, msg, FKB_ERR_FORMAT, 'header line ' // int_text(int(i, int64)) // &
                      ': ' // text)
     end subroutine bad
+
+    logical function read_shape(text, d)
+      ! "D1,D2,..." with every Di >= 1 and the product within BLAS' integer range.
+      character(len=*), intent(in) :: text
+      integer(int64), allocatable, intent(out) :: d(:)
+      type(string_t), allocatable :: items(:)
+      integer :: j, ios2
+      read_shape = .false.
+      items = split_fields(text, ',')
+      allocate(d(size(items)))
+      if (size(items) == 0 .or. size(items) > 8) return
+      do j = 1, size(items)
+        if (verify(items(j)%s, '0123456789') /= 0 .or. len(items(j)%s) > 12) return
+        read (items(j)%s, *, iostat=ios2) d(j)
+        if (ios2 /= 0 .or. d(j) < 1) return
+      end do
+      ! Each factor <= 1e12, so checking the running product against the limit cannot overflow.
+      read_shape = .true.
+      if (d(1) > BLAS_INT_MAX) read_shape = .false.
+      do j = 2, size(d)
+        if (.not. read_shape) return
+        if (product(d(1:j)) > BLAS_INT_MAX) read_shape = .false.
+      end do
+    end function read_shape
 
     logical function tensors_complete()
       ! The previous layer got every tensor it declared.
@@ -427,6 +479,7 @@ contains
     character(len=:), allocatable :: header
     character(len=256) :: iomsg
     integer :: u, ios, i, k
+    integer(int32) :: minor
     stat = FKB_OK
     if (.not. host_is_little_endian()) then
       call set_error(stat, msg, FKB_ERR_UNSUPPORTED, 'big-endian hosts are not supported')
@@ -439,8 +492,9 @@ contains
       call set_error(stat, msg, FKB_ERR_IO, "cannot write '" // path // "': " // trim(iomsg))
       return
     end if
-    write (u, iostat=ios, iomsg=iomsg) MAGIC, FORMAT_MAJOR, FORMAT_MINOR, &
-                                       int(len(header), int64), header
+    minor = 1
+    if (model%uses_graph_records()) minor = FORMAT_MINOR
+    write (u, iostat=ios, iomsg=iomsg) MAGIC, FORMAT_MAJOR, minor, int(len(header), int64), header
     do i = 1, model%n_layers
       if (ios /= 0) exit
       if (.not. allocated(model%layers(i)%l%params)) cycle

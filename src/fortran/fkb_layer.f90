@@ -6,6 +6,15 @@
 !! `prepare`d (derived constants), and then runs `forward` on whole batches: x(n_in, batch) ->
 !! y(n_out, batch), one sample per column, in the network's precision. `forward` must not
 !! allocate and must not modify the layer, so that many threads may run it at once.
+!!
+!! Shapes (format 1.2): before `configure` the model sets `in_shapes` (the per-sample Keras
+!! shape of each input, batch axis dropped) and n_in. A layer that `acts_on_last_axis` (Dense,
+!! activations, normalizations) sees only the last axis: n_in is its size and the other axes
+!! become `reps` more columns per sample, so forward gets x(n_in, reps*batch). Any other layer
+!! gets the whole sample flat (n_in = product of the shape, reps = 1) and, if its output is
+!! not simply `(n_out,)` or the input's shape, sets `out_shape` in configure. Layers with
+!! several inputs (merge layers) override `forward_multi`; layers needing scratch space or
+!! carrying recurrent state set `scratch`/`state_size` and override `forward_ws`.
 module fkb_layer
   use iso_fortran_env, only: real32, real64, int64
   use fkb_errors, only: FKB_OK
@@ -13,7 +22,19 @@ module fkb_layer
   use fkb_config, only: fkb_config_t
   implicit none
   private
-  public :: fkb_layer_t
+  public :: fkb_layer_t, shape_t, view32_t, view64_t
+
+  type :: shape_t
+    integer(int64), allocatable :: d(:)   !! per-sample Keras shape (C order, no batch axis)
+  end type shape_t
+
+  !> A batch of one value, x(rows, columns), for layers with several inputs.
+  type :: view32_t
+    real(real32), pointer, contiguous :: p(:, :) => null()
+  end type view32_t
+  type :: view64_t
+    real(real64), pointer, contiguous :: p(:, :) => null()
+  end type view64_t
 
   type, abstract :: fkb_layer_t
     character(len=:), allocatable :: type_name   !! as in the file, e.g. 'dense'
@@ -22,6 +43,13 @@ module fkb_layer
     integer :: dtype = FKB_FLOAT32               !! the network's precision
     type(fkb_tensor_t), allocatable :: params(:) !! in Keras weight order
     logical :: trainable = .true.                !! Keras' layer.trainable (option trainable=0)
+    type(shape_t), allocatable :: in_shapes(:)   !! per-sample shape of each input
+    integer(int64), allocatable :: out_shape(:)  !! per-sample output shape (set by the model
+                                                 !! after configure unless the layer sets it)
+    integer(int64) :: reps = 1                   !! columns per sample (see above)
+    integer(int64) :: scratch = 0                !! scratch values per sample for forward_ws
+    integer(int64) :: state_size = 0             !! recurrent state values per sample
+    logical :: time_distributed = .false.        !! was Keras' TimeDistributed (option kept)
   contains
     procedure(configure_i), deferred :: configure
     procedure(options_i), deferred :: options
@@ -51,6 +79,19 @@ module fkb_layer
     !> dx (if need_dx) and the parameter gradients into grads (same layout as params). With
     !> dz_given, dy already is dL/d(pre-activation) (Keras' crossentropy-from-logits shortcut).
     generic :: backward => backward_r32, backward_r64
+    procedure :: acts_on_last_axis => layer_acts_on_last_axis
+    procedure :: min_inputs => layer_min_inputs
+    procedure :: max_inputs => layer_max_inputs
+    procedure :: forward_multi_r32 => layer_forward_multi_r32
+    procedure :: forward_multi_r64 => layer_forward_multi_r64
+    !> Forward of a layer with several inputs, xs(k)%p(:, reps*batch) in input order.
+    generic :: forward_multi => forward_multi_r32, forward_multi_r64
+    procedure :: forward_ws_r32 => layer_forward_ws_r32
+    procedure :: forward_ws_r64 => layer_forward_ws_r64
+    !> Forward with scratch space ws(scratch*batch) and, for recurrent layers, an optional
+    !> state(state_size*batch): the initial state on entry (zero without it), the final one
+    !> on return. Used by the network whenever scratch > 0 or state_size > 0.
+    generic :: forward_ws => forward_ws_r32, forward_ws_r64
     procedure :: prepare => layer_prepare
     procedure :: is_identity => layer_is_identity
     procedure :: declare_params
@@ -86,6 +127,54 @@ module fkb_layer
   end interface
 
 contains
+
+  logical function layer_acts_on_last_axis(self)
+    !! True for layers applied independently at every position of the leading axes.
+    class(fkb_layer_t), intent(in) :: self
+    layer_acts_on_last_axis = .false.
+  end function layer_acts_on_last_axis
+
+  integer function layer_min_inputs(self)
+    class(fkb_layer_t), intent(in) :: self
+    layer_min_inputs = 1
+  end function layer_min_inputs
+
+  integer function layer_max_inputs(self)
+    class(fkb_layer_t), intent(in) :: self
+    layer_max_inputs = 1
+  end function layer_max_inputs
+
+  subroutine layer_forward_multi_r32(self, xs, y)
+    class(fkb_layer_t), intent(in) :: self
+    type(view32_t), intent(in) :: xs(:)
+    real(real32), intent(inout), contiguous :: y(:, :)
+    call self%forward_r32(xs(1)%p, y)
+  end subroutine layer_forward_multi_r32
+
+  subroutine layer_forward_multi_r64(self, xs, y)
+    class(fkb_layer_t), intent(in) :: self
+    type(view64_t), intent(in) :: xs(:)
+    real(real64), intent(inout), contiguous :: y(:, :)
+    call self%forward_r64(xs(1)%p, y)
+  end subroutine layer_forward_multi_r64
+
+  subroutine layer_forward_ws_r32(self, x, y, ws, state)
+    class(fkb_layer_t), intent(in) :: self
+    real(real32), intent(in), contiguous :: x(:, :)
+    real(real32), intent(inout), contiguous :: y(:, :)
+    real(real32), intent(inout), contiguous :: ws(:)
+    real(real32), intent(inout), contiguous, optional :: state(:)
+    call self%forward_r32(x, y)
+  end subroutine layer_forward_ws_r32
+
+  subroutine layer_forward_ws_r64(self, x, y, ws, state)
+    class(fkb_layer_t), intent(in) :: self
+    real(real64), intent(in), contiguous :: x(:, :)
+    real(real64), intent(inout), contiguous :: y(:, :)
+    real(real64), intent(inout), contiguous :: ws(:)
+    real(real64), intent(inout), contiguous, optional :: state(:)
+    call self%forward_r64(x, y)
+  end subroutine layer_forward_ws_r64
 
   subroutine layer_prepare(self, stat, msg)
     !! Computes constants derived from the tensors; called after every change of them.

@@ -21,16 +21,30 @@ module fkb_network_m
   use fkb_optimizer, only: slot_t
   use fkb_custom_loss_m, only: fkb_custom_loss
   use fkb_workspace, only: ws_slot, POOL_SIZE, claim_slot, release_slot, reserve
+  use fkb_plan, only: fkb_plan_t, loc_t, build_plan, LOC_IN, LOC_OUT
+  use fkb_layer, only: view32_t, view64_t
+  use fkb_refs, only: fkb_ref32, fkb_ref64
   implicit none
   private
-  public :: fkb_network
+  public :: fkb_network, fkb_rnn_state
+
+  !> Recurrent state carried from one predict call to the next (a host's time loop stepping
+  !> an LSTM/GRU/SimpleRNN): pass the same object to every call. It belongs to the caller, so
+  !> several threads can step their own states through one network. Its size follows the
+  !> batch: a call with another batch size starts again from zero state.
+  type :: fkb_rnn_state
+    real(real32), allocatable :: s32(:)
+    real(real64), allocatable :: s64(:)
+    integer(int64) :: batch = 0
+  contains
+    procedure :: reset => rnn_state_reset
+  end type fkb_rnn_state
 
   type :: fkb_network
     private
     type(fkb_model_t) :: model
-    integer, allocatable :: run(:)              !! layers that compute (identities skipped)
-    integer, allocatable :: run_mc(:)           !! the same plus stochastic ones (MC dropout)
-    integer(int64) :: max_width = 0
+    type(fkb_plan_t) :: plan                    !! inference (identities skipped)
+    type(fkb_plan_t) :: plan_mc                 !! the same with stochastic layers (MC dropout)
     type(ws_slot), allocatable :: pool(:)
     character(len=:), allocatable :: desc       !! header text + NUL, for the C API
     type(fkb_trainer_t), allocatable :: trainer !! after `compile`
@@ -39,6 +53,15 @@ module fkb_network_m
     procedure :: save => net_save
     procedure :: n_inputs => net_n_inputs
     procedure :: n_outputs => net_n_outputs
+    procedure :: input_count => net_input_count
+    procedure :: output_count => net_output_count
+    procedure :: input_size => net_input_size
+    procedure :: output_size => net_output_size
+    procedure :: input_shape => net_input_shape
+    procedure :: output_shape => net_output_shape
+    procedure :: input_name => net_input_name
+    procedure :: output_name => net_output_name
+    procedure :: is_recurrent => net_is_recurrent
     procedure :: dtype => net_dtype
     procedure :: is_loaded => net_is_loaded
     procedure :: description => net_description
@@ -59,7 +82,9 @@ module fkb_network_m
     procedure, private :: train_r64, train_r32
     generic :: train_on_batch => train_r64, train_r32
     procedure, private :: predict_r32_2d, predict_r64_2d, predict_r32_1d, predict_r64_1d
-    generic :: predict => predict_r32_2d, predict_r64_2d, predict_r32_1d, predict_r64_1d
+    procedure, private :: predict_refs32, predict_refs64
+    generic :: predict => predict_r32_2d, predict_r64_2d, predict_r32_1d, predict_r64_1d, &
+                          predict_refs32, predict_refs64
   end type fkb_network
 
 contains
@@ -89,15 +114,8 @@ contains
     end if
     if (st == FKB_OK) then
       self%model = model
-      self%run = pack([(i, i=1, model%n_layers)], &
-                      [(.not. model%layers(i)%l%is_identity(), i=1, model%n_layers)])
-      self%run_mc = pack([(i, i=1, model%n_layers)], &
-                         [(.not. model%layers(i)%l%is_identity() .or. &
-                           model%layers(i)%l%is_stochastic(), i=1, model%n_layers)])
-      self%max_width = model%n_in
-      do i = 1, model%n_layers
-        self%max_width = max(self%max_width, model%layers(i)%l%n_out)
-      end do
+      call build_plan(self%model, .false., self%plan)
+      call build_plan(self%model, .true., self%plan_mc)
       if (allocated(self%pool)) deallocate(self%pool)
       allocate(self%pool(POOL_SIZE))
       self%desc = model%header() // c_null_char
@@ -154,12 +172,96 @@ contains
     net_n_inputs = self%model%n_in
   end function net_n_inputs
 
-  pure integer(int64) function net_n_outputs(self)
-    !! Width of one output sample (0 before a successful load).
+  integer(int64) function net_n_outputs(self)
+    !! Width of one output sample (0 before a successful load); the first output's.
     class(fkb_network), intent(in) :: self
     net_n_outputs = 0
     if (allocated(self%desc)) net_n_outputs = self%model%n_out()
   end function net_n_outputs
+
+  integer function net_input_count(self)
+    !! Number of inputs of the network (1 for a Sequential model; 0 before a load).
+    class(fkb_network), intent(in) :: self
+    net_input_count = 0
+    if (allocated(self%desc)) net_input_count = self%model%n_graph_inputs()
+  end function net_input_count
+
+  integer function net_output_count(self)
+    class(fkb_network), intent(in) :: self
+    net_output_count = 0
+    if (allocated(self%desc)) net_output_count = size(self%model%output_values())
+  end function net_output_count
+
+  integer(int64) function net_input_size(self, i)
+    !! Values per sample of input i (1-based), or -1 if there is no such input.
+    class(fkb_network), intent(in) :: self
+    integer, intent(in) :: i
+    net_input_size = -1
+    if (i >= 1 .and. i <= self%input_count()) net_input_size = self%model%value_size(i)
+  end function net_input_size
+
+  integer(int64) function net_output_size(self, i)
+    !! Values per sample of output i (1-based), or -1 if there is no such output.
+    class(fkb_network), intent(in) :: self
+    integer, intent(in) :: i
+    integer, allocatable :: outs(:)
+    net_output_size = -1
+    if (i < 1 .or. i > self%output_count()) return
+    outs = self%model%output_values()
+    net_output_size = self%model%value_size(outs(i))
+  end function net_output_size
+
+  function net_input_shape(self, i) result(shape)
+    !! Keras' per-sample shape of input i (batch axis dropped); empty if no such input.
+    class(fkb_network), intent(in) :: self
+    integer, intent(in) :: i
+    integer(int64), allocatable :: shape(:)
+    allocate(shape(0))
+    if (i >= 1 .and. i <= self%input_count()) shape = self%model%value_shape(i)
+  end function net_input_shape
+
+  function net_output_shape(self, i) result(shape)
+    class(fkb_network), intent(in) :: self
+    integer, intent(in) :: i
+    integer(int64), allocatable :: shape(:)
+    integer, allocatable :: outs(:)
+    allocate(shape(0))
+    if (i < 1 .or. i > self%output_count()) return
+    outs = self%model%output_values()
+    shape = self%model%value_shape(outs(i))
+  end function net_output_shape
+
+  function net_input_name(self, i) result(name)
+    class(fkb_network), intent(in) :: self
+    integer, intent(in) :: i
+    character(len=:), allocatable :: name
+    name = ''
+    if (i >= 1 .and. i <= self%input_count()) name = self%model%value_name(i)
+  end function net_input_name
+
+  function net_output_name(self, i) result(name)
+    class(fkb_network), intent(in) :: self
+    integer, intent(in) :: i
+    character(len=:), allocatable :: name
+    integer, allocatable :: outs(:)
+    name = ''
+    if (i < 1 .or. i > self%output_count()) return
+    outs = self%model%output_values()
+    name = self%model%value_name(outs(i))
+  end function net_output_name
+
+  logical function net_is_recurrent(self)
+    !! Whether the network has recurrent layers (whose state an fkb_rnn_state can carry).
+    class(fkb_network), intent(in) :: self
+    net_is_recurrent = self%plan%state > 0
+  end function net_is_recurrent
+
+  subroutine rnn_state_reset(self)
+    !! Back to zero state (the next call starts a new sequence).
+    class(fkb_rnn_state), intent(inout) :: self
+    if (allocated(self%s32)) self%s32 = 0
+    if (allocated(self%s64)) self%s64 = 0
+  end subroutine rnn_state_reset
 
   pure integer function net_dtype(self)
     !! FKB_FLOAT32 or FKB_FLOAT64: the precision the network computes in.
@@ -347,7 +449,7 @@ contains
     if (allocated(self%trainer)) net_iterations = self%trainer%opt%iterations
   end function net_iterations
 
-  pure integer(int64) function net_n_targets(self)
+  integer(int64) function net_n_targets(self)
     !! Values of y per sample for the compiled loss: n_outputs, or 1 (a class index) for
     !! sparse categorical crossentropy.
     class(fkb_network), intent(in) :: self
@@ -458,24 +560,30 @@ contains
 
   ! ---- inference ----
 
-  subroutine predict_r32_2d(self, x, y, stat, errmsg, dropout_seed)
+  subroutine predict_r32_2d(self, x, y, stat, errmsg, dropout_seed, state)
     !! y(n_outputs, batch) = network(x(n_inputs, batch)), real32 host arrays. With
     !! `dropout_seed`, Dropout layers are active (Monte-Carlo dropout) with masks drawn from
-    !! that seed: the same seed gives the same masks.
+    !! that seed: the same seed gives the same masks. With `state`, recurrent layers start
+    !! from the state the previous call left there (see fkb_rnn_state).
     class(fkb_network), intent(inout) :: self
     real(real32), intent(in), contiguous, target :: x(:, :)
     real(real32), intent(inout), contiguous, target :: y(:, :)
     integer, intent(out), optional :: stat
     character(len=*), intent(inout), optional :: errmsg
     integer(int64), intent(in), optional :: dropout_seed
+    type(fkb_rnn_state), intent(inout), optional :: state
+    type(fkb_ref32) :: xr(1), yr(1)
     character(len=:), allocatable :: msg
     integer :: st
-    call self%predict_core(size(x, 1, int64), size(y, 1, int64), size(x, 2, int64), &
-                           size(y, 2, int64), st, msg, x32=x, y32=y, key=dropout_seed)
+    xr(1) = fkb_ref32(null(), size(x, 1, int64), size(x, 2, int64))
+    xr(1)%p(1:size(x)) => x
+    yr(1) = fkb_ref32(null(), size(y, 1, int64), size(y, 2, int64))
+    yr(1)%p(1:size(y)) => y
+    call self%predict_core(st, msg, xs32=xr, ys32=yr, key=dropout_seed, state=state)
     call report(st, msg, stat, errmsg)
   end subroutine predict_r32_2d
 
-  subroutine predict_r64_2d(self, x, y, stat, errmsg, dropout_seed)
+  subroutine predict_r64_2d(self, x, y, stat, errmsg, dropout_seed, state)
     !! As above with real64 host arrays (the model still computes in its own precision).
     class(fkb_network), intent(inout) :: self
     real(real64), intent(in), contiguous, target :: x(:, :)
@@ -483,95 +591,178 @@ contains
     integer, intent(out), optional :: stat
     character(len=*), intent(inout), optional :: errmsg
     integer(int64), intent(in), optional :: dropout_seed
+    type(fkb_rnn_state), intent(inout), optional :: state
+    type(fkb_ref64) :: xr(1), yr(1)
     character(len=:), allocatable :: msg
     integer :: st
-    call self%predict_core(size(x, 1, int64), size(y, 1, int64), size(x, 2, int64), &
-                           size(y, 2, int64), st, msg, x64=x, y64=y, key=dropout_seed)
+    xr(1) = fkb_ref64(null(), size(x, 1, int64), size(x, 2, int64))
+    xr(1)%p(1:size(x)) => x
+    yr(1) = fkb_ref64(null(), size(y, 1, int64), size(y, 2, int64))
+    yr(1)%p(1:size(y)) => y
+    call self%predict_core(st, msg, xs64=xr, ys64=yr, key=dropout_seed, state=state)
     call report(st, msg, stat, errmsg)
   end subroutine predict_r64_2d
 
-  subroutine predict_r32_1d(self, x, y, stat, errmsg)
+  subroutine predict_r32_1d(self, x, y, stat, errmsg, state)
     !! One sample: y(n_outputs) = network(x(n_inputs)).
     class(fkb_network), intent(inout) :: self
     real(real32), intent(in), contiguous, target :: x(:)
     real(real32), intent(inout), contiguous, target :: y(:)
     integer, intent(out), optional :: stat
     character(len=*), intent(inout), optional :: errmsg
-    real(real32), pointer, contiguous :: x2(:, :), y2(:, :)
+    type(fkb_rnn_state), intent(inout), optional :: state
+    type(fkb_ref32) :: xr(1), yr(1)
     character(len=:), allocatable :: msg
     integer :: st
-    x2(1:size(x), 1:1) => x
-    y2(1:size(y), 1:1) => y
-    call self%predict_core(size(x, kind=int64), size(y, kind=int64), 1_int64, 1_int64, st, msg, &
-                           x32=x2, y32=y2)
+    xr(1) = fkb_ref32(x, size(x, kind=int64), 1_int64)
+    yr(1) = fkb_ref32(y, size(y, kind=int64), 1_int64)
+    call self%predict_core(st, msg, xs32=xr, ys32=yr, state=state)
     call report(st, msg, stat, errmsg)
   end subroutine predict_r32_1d
 
-  subroutine predict_r64_1d(self, x, y, stat, errmsg)
+  subroutine predict_r64_1d(self, x, y, stat, errmsg, state)
     class(fkb_network), intent(inout) :: self
     real(real64), intent(in), contiguous, target :: x(:)
     real(real64), intent(inout), contiguous, target :: y(:)
     integer, intent(out), optional :: stat
     character(len=*), intent(inout), optional :: errmsg
-    real(real64), pointer, contiguous :: x2(:, :), y2(:, :)
+    type(fkb_rnn_state), intent(inout), optional :: state
+    type(fkb_ref64) :: xr(1), yr(1)
     character(len=:), allocatable :: msg
     integer :: st
-    x2(1:size(x), 1:1) => x
-    y2(1:size(y), 1:1) => y
-    call self%predict_core(size(x, kind=int64), size(y, kind=int64), 1_int64, 1_int64, st, msg, &
-                           x64=x2, y64=y2)
+    xr(1) = fkb_ref64(x, size(x, kind=int64), 1_int64)
+    yr(1) = fkb_ref64(y, size(y, kind=int64), 1_int64)
+    call self%predict_core(st, msg, xs64=xr, ys64=yr, state=state)
     call report(st, msg, stat, errmsg)
   end subroutine predict_r64_1d
 
-  subroutine net_predict_core(self, rows_x, rows_y, n, cols_y, st, msg, x32, y32, x64, y64, key)
-    !! Checks the shapes, claims a workspace and runs the layers. Exactly one of x32/x64 and
-    !! one of y32/y64 is present. Host arrays of the model's precision are used in place: the
-    !! first layer reads x directly and the last one writes y directly.
+  subroutine predict_refs32(self, inputs, outputs, stat, errmsg, dropout_seed, state)
+    !! Several inputs and outputs (fkb_refs): inputs(k) refers to an array (values of input k
+    !! per sample, batch), outputs(k) to one (values of output k per sample, batch); all with
+    !! the same batch size. Shapes are the networks' input_size/output_size.
+    class(fkb_network), intent(inout) :: self
+    type(fkb_ref32), intent(in) :: inputs(:), outputs(:)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    integer(int64), intent(in), optional :: dropout_seed
+    type(fkb_rnn_state), intent(inout), optional :: state
+    character(len=:), allocatable :: msg
+    integer :: st
+    call self%predict_core(st, msg, xs32=inputs, ys32=outputs, key=dropout_seed, state=state)
+    call report(st, msg, stat, errmsg)
+  end subroutine predict_refs32
+
+  subroutine predict_refs64(self, inputs, outputs, stat, errmsg, dropout_seed, state)
+    class(fkb_network), intent(inout) :: self
+    type(fkb_ref64), intent(in) :: inputs(:), outputs(:)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    integer(int64), intent(in), optional :: dropout_seed
+    type(fkb_rnn_state), intent(inout), optional :: state
+    character(len=:), allocatable :: msg
+    integer :: st
+    call self%predict_core(st, msg, xs64=inputs, ys64=outputs, key=dropout_seed, state=state)
+    call report(st, msg, stat, errmsg)
+  end subroutine predict_refs64
+
+  subroutine net_predict_core(self, st, msg, xs32, xs64, ys32, ys64, key, state)
+    !! Checks the shapes, claims a workspace and runs the plan. Exactly one of xs32/xs64 and
+    !! one of ys32/ys64 is present. Host arrays of the model's precision are used in place:
+    !! the layers reading an input read the host's array, the layers giving an output write
+    !! into the host's array; arrays of the other precision are converted through the slot.
     class(fkb_network), intent(inout), target :: self
-    integer(int64), intent(in) :: rows_x, rows_y, n, cols_y
     integer, intent(out) :: st
     character(len=:), allocatable, intent(inout) :: msg
-    real(real32), intent(in), contiguous, target, optional :: x32(:, :)
-    real(real32), intent(inout), contiguous, target, optional :: y32(:, :)
-    real(real64), intent(in), contiguous, target, optional :: x64(:, :)
-    real(real64), intent(inout), contiguous, target, optional :: y64(:, :)
+    type(fkb_ref32), intent(in), optional :: xs32(:), ys32(:)
+    type(fkb_ref64), intent(in), optional :: xs64(:), ys64(:)
     integer(int64), intent(in), optional :: key   !! Monte-Carlo dropout stream
+    type(fkb_rnn_state), intent(inout), optional :: state
     type(ws_slot), target :: spare
     type(ws_slot), pointer :: slot
-    real(real32), pointer, contiguous :: xs32(:, :), ys32(:, :)
-    real(real64), pointer, contiguous :: xs64(:, :), ys64(:, :)
-    integer :: islot
-    logical :: ok, f64
+    type(fkb_plan_t), pointer :: plan
+    integer(int64), allocatable :: rows(:)
+    integer(int64) :: n, conv_in, conv_out, at
+    integer :: islot, ni, no, k
+    integer, allocatable :: outs(:)
+    logical :: ok, f64, in64, out64
     st = FKB_OK
     if (.not. allocated(self%desc)) then
       call set_error(st, msg, FKB_ERR_ARGUMENT, 'the network is not loaded')
       return
+    end if
+    ni = self%model%n_graph_inputs()
+    outs = self%model%output_values()
+    no = size(outs)
+    in64 = present(xs64)
+    out64 = present(ys64)
+    if (in64) then
+      k = size(xs64)
+    else
+      k = size(xs32)
+    end if
+    if (k /= ni) then
+      call set_error(st, msg, FKB_ERR_ARGUMENT, 'the network has ' // int_text(int(ni, int64)) &
+                     // ' input(s), got ' // int_text(int(k, int64)) // ' array(s)')
+      return
+    end if
+    if (out64) then
+      k = size(ys64)
+    else
+      k = size(ys32)
+    end if
+    if (k /= no) then
+      call set_error(st, msg, FKB_ERR_ARGUMENT, 'the network has ' // int_text(int(no, int64)) &
+                     // ' output(s), got ' // int_text(int(k, int64)) // ' array(s)')
+      return
+    end if
+    if (in64) then
+      n = xs64(1)%cols
+    else
+      n = xs32(1)%cols
     end if
     if (n < 1) then
       call set_error(st, msg, FKB_ERR_ARGUMENT, 'batch size must be at least 1, got ' // &
                      int_text(n))
       return
     end if
-    if (rows_x /= self%model%n_in) then
-      call set_error(st, msg, FKB_ERR_SHAPE, 'input has ' // int_text(rows_x) // &
-                     ' features per sample, the network takes ' // int_text(self%model%n_in))
-      return
-    end if
-    if (rows_y /= self%model%n_out() .or. cols_y /= n) then
-      call set_error(st, msg, FKB_ERR_SHAPE, 'output array is ' // int_text(rows_y) // ' x ' &
-                     // int_text(cols_y) // ', the network gives ' // &
-                     int_text(self%model%n_out()) // ' x ' // int_text(n))
-      return
-    end if
+    conv_in = 0
+    conv_out = 0
     f64 = self%model%dtype == FKB_FLOAT64
+    allocate(rows(ni + no))
+    do k = 1, ni
+      rows(k) = self%model%value_size(k)
+      if (in64) then
+        ok = check(xs64(k)%rows, xs64(k)%cols, associated(xs64(k)%p), rows(k), 'input', k)
+      else
+        ok = check(xs32(k)%rows, xs32(k)%cols, associated(xs32(k)%p), rows(k), 'input', k)
+      end if
+      if (.not. ok) return
+      if (in64 .neqv. f64) conv_in = conv_in + rows(k) * n
+    end do
+    do k = 1, no
+      rows(ni + k) = self%model%value_size(outs(k))
+      if (out64) then
+        ok = check(ys64(k)%rows, ys64(k)%cols, associated(ys64(k)%p), rows(ni + k), 'output', k)
+      else
+        ok = check(ys32(k)%rows, ys32(k)%cols, associated(ys32(k)%p), rows(ni + k), 'output', k)
+      end if
+      if (.not. ok) return
+      if (out64 .neqv. f64) conv_out = conv_out + rows(ni + k) * n
+    end do
+    if (present(key)) then
+      plan => self%plan_mc
+    else
+      plan => self%plan
+    end if
     islot = claim_slot(self%pool)
     if (islot > 0) then
       slot => self%pool(islot)
     else
       slot => spare
     end if
-    call reserve(slot, self%model%dtype, self%max_width * n, self%model%n_in * n, &
-                 self%model%n_out() * n, present(x64) .neqv. f64, present(y64) .neqv. f64, ok)
+    call reserve(slot, self%model%dtype, (plan%values + plan%scratch) * n, conv_in, conv_out, &
+                 plan%max_src, ni, no, ok)
+    if (ok .and. present(state) .and. plan%state > 0) call fit_state(state, ok)
     if (.not. ok) then
       if (islot > 0) call release_slot(slot)
       call set_error(st, msg, FKB_ERR_MEMORY, 'cannot allocate the workspace for a batch of ' &
@@ -579,55 +770,148 @@ contains
       return
     end if
     if (f64) then
-      if (present(x64)) then
-        xs64 => x64
+      at = 0
+      do k = 1, ni
+        if (in64) then
+          slot%x64(k)%p => xs64(k)%p(1:rows(k) * n)
+        else
+          slot%x64(k)%p => slot%in64(at + 1:at + rows(k) * n)
+          slot%x64(k)%p = real(xs32(k)%p(1:rows(k) * n), real64)
+          at = at + rows(k) * n
+        end if
+      end do
+      at = 0
+      do k = 1, no
+        if (out64) then
+          slot%y64(k)%p => ys64(k)%p(1:rows(ni + k) * n)
+        else
+          slot%y64(k)%p => slot%out64(at + 1:at + rows(ni + k) * n)
+          at = at + rows(ni + k) * n
+        end if
+        slot%y64(k)%rows = rows(ni + k)
+      end do
+      if (present(state) .and. plan%state > 0) then
+        call run_r64(self, plan, slot%w64, slot%x64, slot%y64, slot%v64, n, key, state%s64)
       else
-        xs64(1:rows_x, 1:n) => slot%in64(1:rows_x * n)
-        xs64 = real(x32, real64)
+        call run_r64(self, plan, slot%w64, slot%x64, slot%y64, slot%v64, n, key)
       end if
-      if (present(y64)) then
-        ys64 => y64
-      else
-        ys64(1:rows_y, 1:n) => slot%out64(1:rows_y * n)
+      if (.not. out64) then
+        do k = 1, no
+          ys32(k)%p(1:rows(ni + k) * n) = real(slot%y64(k)%p, real32)
+        end do
       end if
-      call run_r64(self, slot%a64, slot%b64, xs64, ys64, key)
-      if (present(y32)) y32 = real(ys64, real32)
     else
-      if (present(x32)) then
-        xs32 => x32
+      at = 0
+      do k = 1, ni
+        if (.not. in64) then
+          slot%x32(k)%p => xs32(k)%p(1:rows(k) * n)
+        else
+          slot%x32(k)%p => slot%in32(at + 1:at + rows(k) * n)
+          slot%x32(k)%p = real(xs64(k)%p(1:rows(k) * n), real32)
+          at = at + rows(k) * n
+        end if
+      end do
+      at = 0
+      do k = 1, no
+        if (.not. out64) then
+          slot%y32(k)%p => ys32(k)%p(1:rows(ni + k) * n)
+        else
+          slot%y32(k)%p => slot%out32(at + 1:at + rows(ni + k) * n)
+          at = at + rows(ni + k) * n
+        end if
+        slot%y32(k)%rows = rows(ni + k)
+      end do
+      if (present(state) .and. plan%state > 0) then
+        call run_r32(self, plan, slot%w32, slot%x32, slot%y32, slot%v32, n, key, state%s32)
       else
-        xs32(1:rows_x, 1:n) => slot%in32(1:rows_x * n)
-        xs32 = real(x64, real32)
+        call run_r32(self, plan, slot%w32, slot%x32, slot%y32, slot%v32, n, key)
       end if
-      if (present(y32)) then
-        ys32 => y32
-      else
-        ys32(1:rows_y, 1:n) => slot%out32(1:rows_y * n)
+      if (out64) then
+        do k = 1, no
+          ys64(k)%p(1:rows(ni + k) * n) = real(slot%y32(k)%p, real64)
+        end do
       end if
-      call run_r32(self, slot%a32, slot%b32, xs32, ys32, key)
-      if (present(y64)) y64 = real(ys32, real64)
     end if
     if (islot > 0) call release_slot(slot)
+
+  contains
+
+    logical function check(r, c, assoc, want, what, idx)
+      integer(int64), intent(in) :: r, c, want
+      logical, intent(in) :: assoc
+      character(len=*), intent(in) :: what
+      integer, intent(in) :: idx
+      character(len=:), allocatable :: label
+      check = .false.
+      label = what
+      if (merge(ni, no, what == 'input') > 1) label = what // ' ' // int_text(int(idx, int64))
+      if (.not. assoc) then
+        call set_error(st, msg, FKB_ERR_ARGUMENT, label // ': no array given')
+      else if (r /= want) then
+        call set_error(st, msg, FKB_ERR_SHAPE, label // ' has ' // int_text(r) // &
+                       ' values per sample, the network ' // merge('takes', 'gives', &
+                       what == 'input') // ' ' // int_text(want))
+      else if (c /= n) then
+        call set_error(st, msg, FKB_ERR_SHAPE, label // ' holds ' // int_text(c) // &
+                       ' samples; every input and output must hold the batch size ' // &
+                       int_text(n))
+      else
+        check = .true.
+      end if
+    end function check
+
+    subroutine fit_state(s, ok2)
+      ! A state of another batch size (or none yet) starts again from zero.
+      type(fkb_rnn_state), intent(inout) :: s
+      logical, intent(out) :: ok2
+      integer :: ios
+      ok2 = .true.
+      if (s%batch == n) then
+        if (f64 .and. allocated(s%s64)) then
+          if (size(s%s64, kind=int64) == plan%state * n) return
+        else if (.not. f64 .and. allocated(s%s32)) then
+          if (size(s%s32, kind=int64) == plan%state * n) return
+        end if
+      end if
+      if (allocated(s%s32)) deallocate(s%s32)
+      if (allocated(s%s64)) deallocate(s%s64)
+      if (f64) then
+        allocate(s%s64(plan%state * n), stat=ios)
+        if (ios == 0) s%s64 = 0
+      else
+        allocate(s%s32(plan%state * n), stat=ios)
+        if (ios == 0) s%s32 = 0
+      end if
+      ok2 = ios == 0
+      s%batch = n
+    end subroutine fit_state
+
   end subroutine net_predict_core
 
-  subroutine run_r32(self, bufa, bufb, x, y, key)
+  subroutine run_r32(self, plan, w, xs, ys, views, n, key, state)
     integer, parameter :: wp = real32
     type(fkb_network), intent(in) :: self
+    type(fkb_plan_t), intent(in) :: plan
+    real(wp), intent(inout), contiguous, target :: w(:)
+    type(fkb_ref32), intent(in) :: xs(:), ys(:)
+    type(view32_t), intent(inout) :: views(:)
+    integer(int64), intent(in) :: n
     integer(int64), intent(in), optional :: key
-    real(wp), intent(inout), contiguous, target :: bufa(:), bufb(:)
-    real(wp), intent(in), contiguous, target :: x(:, :)
-    real(wp), intent(inout), contiguous, target :: y(:, :)
-    include 'kernels/run_chain.inc'
+    real(wp), intent(inout), contiguous, optional :: state(:)
+    include 'kernels/run_plan.inc'
   end subroutine run_r32
 
-  subroutine run_r64(self, bufa, bufb, x, y, key)
+  subroutine run_r64(self, plan, w, xs, ys, views, n, key, state)
     integer, parameter :: wp = real64
     type(fkb_network), intent(in) :: self
+    type(fkb_plan_t), intent(in) :: plan
+    real(wp), intent(inout), contiguous, target :: w(:)
+    type(fkb_ref64), intent(in) :: xs(:), ys(:)
+    type(view64_t), intent(inout) :: views(:)
+    integer(int64), intent(in) :: n
     integer(int64), intent(in), optional :: key
-    real(wp), intent(inout), contiguous, target :: bufa(:), bufb(:)
-    real(wp), intent(in), contiguous, target :: x(:, :)
-    real(wp), intent(inout), contiguous, target :: y(:, :)
-    include 'kernels/run_chain.inc'
+    real(wp), intent(inout), contiguous, optional :: state(:)
+    include 'kernels/run_plan.inc'
   end subroutine run_r64
 
 end module fkb_network_m

@@ -68,7 +68,17 @@ contains
       call parse_loss(loss, tr%loss, stat, msg)
       if (stat /= FKB_OK) return
     end if
+    if (.not. model%is_chain()) then
+      call set_error(stat, msg, FKB_ERR_UNSUPPORTED, 'training is implemented for chains of &
+                     &layers (Sequential models) only; this model is a graph')
+      return
+    end if
     do i = 1, model%n_layers
+      if (model%layers(i)%l%reps > 1) then
+        call set_error(stat, msg, FKB_ERR_UNSUPPORTED, "layer '" // model%layers(i)%l%name // &
+                       "': training on data of rank > 1 (steps, channels) is not implemented")
+        return
+      end if
       if (.not. model%layers(i)%l%supports_training()) then
         call set_error(stat, msg, FKB_ERR_UNSUPPORTED, "layer '" // model%layers(i)%l%name // &
                        "' (" // model%layers(i)%l%type_name // ') has no backward pass yet: &

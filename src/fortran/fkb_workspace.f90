@@ -8,6 +8,8 @@ module fkb_workspace
   use iso_fortran_env, only: real32, real64, int64
   use iso_c_binding, only: c_int
   use fkb_tensor, only: FKB_FLOAT64
+  use fkb_layer, only: view32_t, view64_t
+  use fkb_refs, only: fkb_ref32, fkb_ref64
   implicit none
   private
   public :: ws_slot, POOL_SIZE, claim_slot, release_slot, reserve
@@ -16,8 +18,12 @@ module fkb_workspace
 
   type :: ws_slot
     integer(c_int) :: busy = 0
-    real(real32), allocatable :: a32(:), b32(:), in32(:), out32(:)
-    real(real64), allocatable :: a64(:), b64(:), in64(:), out64(:)
+    real(real32), allocatable :: w32(:), in32(:), out32(:)   !! values + scratch; conversions
+    real(real64), allocatable :: w64(:), in64(:), out64(:)
+    type(view32_t), allocatable :: v32(:)                  !! inputs of a merge layer
+    type(view64_t), allocatable :: v64(:)
+    type(fkb_ref32), allocatable :: x32(:), y32(:)         !! host arrays, model precision
+    type(fkb_ref64), allocatable :: x64(:), y64(:)
   end type ws_slot
 
   interface
@@ -51,25 +57,34 @@ contains
     call fkb_atomic_release(slot%busy)
   end subroutine release_slot
 
-  subroutine reserve(slot, dtype, n_hidden, n_in, n_out, convert_in, convert_out, ok)
-    !! Makes the slot's buffers large enough: two ping-pong buffers of n_hidden values, and
-    !! conversion buffers for a host array of the other precision.
+  subroutine reserve(slot, dtype, n_work, n_in, n_out, n_views, n_gin, n_gout, ok)
+    !! Makes the slot large enough: n_work values for the layers, n_in/n_out for host arrays
+    !! of the other precision, n_views merge views, n_gin/n_gout host array references.
     type(ws_slot), intent(inout) :: slot
-    integer, intent(in) :: dtype
-    integer(int64), intent(in) :: n_hidden, n_in, n_out
-    logical, intent(in) :: convert_in, convert_out
+    integer, intent(in) :: dtype, n_views, n_gin, n_gout
+    integer(int64), intent(in) :: n_work, n_in, n_out
     logical, intent(out) :: ok
     ok = .true.
     if (dtype == FKB_FLOAT64) then
-      call grow64(slot%a64, n_hidden)
-      call grow64(slot%b64, n_hidden)
-      if (convert_in) call grow64(slot%in64, n_in)
-      if (convert_out) call grow64(slot%out64, n_out)
+      call grow64(slot%w64, n_work)
+      if (n_in > 0) call grow64(slot%in64, n_in)
+      if (n_out > 0) call grow64(slot%out64, n_out)
+      if (.not. allocated(slot%v64)) allocate(slot%v64(n_views))
+      if (size(slot%v64) < n_views) then
+        deallocate(slot%v64)
+        allocate(slot%v64(n_views))
+      end if
+      if (.not. allocated(slot%x64)) allocate(slot%x64(n_gin), slot%y64(n_gout))
     else
-      call grow32(slot%a32, n_hidden)
-      call grow32(slot%b32, n_hidden)
-      if (convert_in) call grow32(slot%in32, n_in)
-      if (convert_out) call grow32(slot%out32, n_out)
+      call grow32(slot%w32, n_work)
+      if (n_in > 0) call grow32(slot%in32, n_in)
+      if (n_out > 0) call grow32(slot%out32, n_out)
+      if (.not. allocated(slot%v32)) allocate(slot%v32(n_views))
+      if (size(slot%v32) < n_views) then
+        deallocate(slot%v32)
+        allocate(slot%v32(n_views))
+      end if
+      if (.not. allocated(slot%x32)) allocate(slot%x32(n_gin), slot%y32(n_gout))
     end if
   contains
     subroutine grow32(buf, n)
@@ -80,7 +95,7 @@ contains
         if (size(buf, kind=int64) >= n) return
         deallocate(buf)
       end if
-      allocate(buf(n), stat=st)
+      allocate(buf(max(n, 1_int64)), stat=st)
       if (st /= 0) ok = .false.
     end subroutine grow32
     subroutine grow64(buf, n)
@@ -91,7 +106,7 @@ contains
         if (size(buf, kind=int64) >= n) return
         deallocate(buf)
       end if
-      allocate(buf(n), stat=st)
+      allocate(buf(max(n, 1_int64)), stat=st)
       if (st /= 0) ok = .false.
     end subroutine grow64
   end subroutine reserve

@@ -52,7 +52,7 @@ program test_errors
                  'bias float32 2000000000'), 36)
   call expect_load(d // '/huge_tensor.fkb', FKB_ERR_FORMAT, 'truncated')
   call write_fkb(d // '/huge_input.fkb', replace(GOOD, 'input 2', 'input 1000000000000'), 36)
-  call expect_load(d // '/huge_input.fkb', FKB_ERR_FORMAT, 'input width')
+  call expect_load(d // '/huge_input.fkb', FKB_ERR_FORMAT, 'input shape must be positive')
 
   ! Unknown names and options.
   call write_fkb(d // '/layer.fkb', replace(GOOD, 'layer dense', 'layer conv9d'), 36)
@@ -100,9 +100,9 @@ program test_errors
   call check(stat_ == FKB_ERR_FORMAT, 'failed load reports')
   call net%predict(x, y)
   call check(all(y == y_before), 'a failed load leaves the loaded network intact')
-  call expect_predict_r32(x(1:1, :), y, FKB_ERR_SHAPE, 'input has 1 features')
-  call expect_predict_r32(x, y(1:2, :), FKB_ERR_SHAPE, 'output array is 2 x 4')
-  call expect_predict_r32(x, y(:, 1:3), FKB_ERR_SHAPE, 'output array is 3 x 3')
+  call expect_predict_r32(x(1:1, :), y, FKB_ERR_SHAPE, 'input has 1 values per sample, the network takes 2')
+  call expect_predict_r32(x, y(1:2, :), FKB_ERR_SHAPE, 'output has 2 values per sample, the network gives 3')
+  call expect_predict_r32(x, y(:, 1:3), FKB_ERR_SHAPE, 'output holds 3 samples')
   allocate(empty_x(2, 0), empty_y(3, 0))
   call expect_predict_r32(empty_x, empty_y, FKB_ERR_ARGUMENT, 'batch size must be at least 1')
   call net%predict(x, y)

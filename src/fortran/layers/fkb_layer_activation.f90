@@ -17,6 +17,7 @@ module fkb_layer_activation
     type(fkb_activation_t) :: act
   contains
     procedure :: configure => act_configure
+    procedure :: acts_on_last_axis => act_last_axis
     procedure :: options => act_options
     procedure :: forward_r32 => act_forward_r32
     procedure :: forward_r64 => act_forward_r64
@@ -26,6 +27,12 @@ module fkb_layer_activation
   end type fkb_activation_layer_t
 
 contains
+
+  logical function act_last_axis(self)
+    !! Applied at every position of the leading axes of rank > 1 data (Keras: axis=-1).
+    class(fkb_activation_layer_t), intent(in) :: self
+    act_last_axis = .true.
+  end function act_last_axis
 
   subroutine act_configure(self, cfg, stat, msg)
     class(fkb_activation_layer_t), intent(inout) :: self

@@ -17,6 +17,7 @@ module fkb_layer_batchnorm
     type(fkb_tensor_t) :: inv, shift   !! derived in `prepare`
   contains
     procedure :: configure => bn_configure
+    procedure :: acts_on_last_axis => bn_last_axis
     procedure :: options => bn_options
     procedure :: prepare => bn_prepare
     procedure :: tensor_trainable => bn_tensor_trainable
@@ -32,6 +33,12 @@ module fkb_layer_batchnorm
   end type fkb_batchnorm_t
 
 contains
+
+  logical function bn_last_axis(self)
+    !! Applied at every position of the leading axes of rank > 1 data (Keras: axis=-1).
+    class(fkb_batchnorm_t), intent(in) :: self
+    bn_last_axis = .true.
+  end function bn_last_axis
 
   subroutine bn_configure(self, cfg, stat, msg)
     class(fkb_batchnorm_t), intent(inout) :: self

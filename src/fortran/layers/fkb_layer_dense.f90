@@ -19,6 +19,7 @@ module fkb_layer_dense
     real(real64) :: kernel_l1 = 0, kernel_l2 = 0, bias_l1 = 0, bias_l2 = 0   !! regularizers
   contains
     procedure :: configure => dense_configure
+    procedure :: acts_on_last_axis => dense_last_axis
     procedure :: options => dense_options
     procedure :: forward_r32 => dense_forward_r32
     procedure :: forward_r64 => dense_forward_r64
@@ -32,6 +33,12 @@ module fkb_layer_dense
   end type fkb_dense_t
 
 contains
+
+  logical function dense_last_axis(self)
+    !! Applied at every position of the leading axes of rank > 1 data (Keras: axis=-1).
+    class(fkb_dense_t), intent(in) :: self
+    dense_last_axis = .true.
+  end function dense_last_axis
 
   subroutine dense_configure(self, cfg, stat, msg)
     class(fkb_dense_t), intent(inout) :: self

@@ -39,6 +39,7 @@ contains
     character(len=:), allocatable, intent(inout) :: msg
     self%n_out = self%n_in
     stat = FKB_OK
+    if (self%type_name == 'flatten') self%out_shape = [self%n_in]   ! the data does not move
     if (self%type_name == 'dropout') then
       call cfg%get_real('rate', self%rate, stat, msg)
       if (stat == FKB_OK .and. .not. (self%rate >= 0 .and. self%rate < 1)) &

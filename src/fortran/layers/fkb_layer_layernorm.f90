@@ -15,6 +15,7 @@ module fkb_layer_layernorm
     logical :: center = .true., scale = .true.
   contains
     procedure :: configure => ln_configure
+    procedure :: acts_on_last_axis => ln_last_axis
     procedure :: options => ln_options
     procedure :: forward_r32 => ln_forward_r32
     procedure :: forward_r64 => ln_forward_r64
@@ -24,6 +25,12 @@ module fkb_layer_layernorm
   end type fkb_layernorm_t
 
 contains
+
+  logical function ln_last_axis(self)
+    !! Applied at every position of the leading axes of rank > 1 data (Keras: axis=-1).
+    class(fkb_layernorm_t), intent(in) :: self
+    ln_last_axis = .true.
+  end function ln_last_axis
 
   subroutine ln_configure(self, cfg, stat, msg)
     class(fkb_layernorm_t), intent(inout) :: self

@@ -17,6 +17,7 @@ module fkb_layer_normalization
     type(fkb_tensor_t) :: denom   !! max(sqrt(variance), epsilon), derived in `prepare`
   contains
     procedure :: configure => norm_configure
+    procedure :: acts_on_last_axis => norm_last_axis
     procedure :: options => norm_options
     procedure :: prepare => norm_prepare
     procedure :: tensor_trainable => norm_tensor_trainable
@@ -28,6 +29,12 @@ module fkb_layer_normalization
   end type fkb_normalization_t
 
 contains
+
+  logical function norm_last_axis(self)
+    !! Applied at every position of the leading axes of rank > 1 data (Keras: axis=-1).
+    class(fkb_normalization_t), intent(in) :: self
+    norm_last_axis = .true.
+  end function norm_last_axis
 
   subroutine norm_configure(self, cfg, stat, msg)
     class(fkb_normalization_t), intent(inout) :: self
