@@ -12,6 +12,13 @@ module fkb_layer_registry
   use fkb_layer_layernorm, only: fkb_layernorm_t
   use fkb_layer_normalization, only: fkb_normalization_t
   use fkb_layer_prelu, only: fkb_prelu_t
+  use fkb_layer_conv1d, only: fkb_conv1d_t
+  use fkb_layer_pool1d, only: fkb_pool1d_t
+  use fkb_layer_reshape, only: fkb_reshape_t
+  use fkb_layer_pad1d, only: fkb_pad1d_t
+  use fkb_layer_rnn, only: fkb_rnn_t
+  use fkb_layer_bidirectional, only: fkb_bidirectional_t
+  use fkb_layer_merge, only: fkb_merge_t
   implicit none
   private
   public :: new_layer, fkb_register_layer
@@ -102,6 +109,17 @@ contains
     case ('layer_normalization');      allocate(fkb_layernorm_t :: layer)
     case ('normalization');            allocate(fkb_normalization_t :: layer)
     case ('prelu');                    allocate(fkb_prelu_t :: layer)
+    case ('conv1d');                   allocate(fkb_conv1d_t :: layer)
+    case ('max_pooling1d', 'average_pooling1d', 'global_average_pooling1d', &
+          'global_max_pooling1d');     allocate(fkb_pool1d_t :: layer)
+    case ('reshape', 'permute', 'repeat_vector')
+                                       allocate(fkb_reshape_t :: layer)
+    case ('up_sampling1d', 'zero_padding1d', 'cropping1d')
+                                       allocate(fkb_pad1d_t :: layer)
+    case ('simple_rnn', 'lstm', 'gru'); allocate(fkb_rnn_t :: layer)
+    case ('bidirectional');            allocate(fkb_bidirectional_t :: layer)
+    case ('add', 'subtract', 'multiply', 'average', 'maximum', 'minimum', 'concatenate')
+                                       allocate(fkb_merge_t :: layer)
     end select
   end subroutine builtin
 
