@@ -29,7 +29,8 @@ contains
     character(len=:), allocatable, intent(inout) :: msg
     stat = FKB_OK
     self%n_out = self%n_in
-    call self%declare_params(['alpha'], reshape([self%n_in], [1, 1]))
+    ! Keras' alpha has the whole per-sample shape (shared_axes is refused by the converter).
+    call self%declare_params(['alpha'], reshape(self%in_shapes(1)%d, [size(self%in_shapes(1)%d), 1]))
   end subroutine prelu_configure
 
   subroutine prelu_options(self, cfg)
