@@ -10,6 +10,7 @@ module fkb_testing
   type :: case_t
     character(len=:), allocatable :: name, dtype
     integer(int64) :: n_in, n_out, n
+    integer(int64), allocatable :: in_sizes(:), out_sizes(:)   !! per input/output
   end type case_t
 
 contains
@@ -49,31 +50,67 @@ contains
     close (u)
   end subroutine read_f64
 
-  subroutine read_cases(dir, cases)
-    !! Parses dir/cases.txt: `name dtype n_in n_out n` per line.
+  subroutine read_cases(dir, cases, all)
+    !! Parses dir/cases.txt: `name dtype n_in n_out n [IN_SIZES OUT_SIZES]` per line, the
+    !! optional columns listing the flat size of each input and output (comma-separated).
+    !! Without `all`, only the cases with one input and one output of rank 1 (no optional
+    !! columns) are returned: the tests written for chains use those.
     character(len=*), intent(in) :: dir
     type(case_t), allocatable, intent(out) :: cases(:)
-    character(len=256) :: name, dtype
-    integer(int64) :: n_in, n_out, n
-    integer :: u, ios, count, i
+    logical, intent(in), optional :: all
+    character(len=4096) :: line
+    character(len=256) :: f(7)
+    integer :: u, ios, nf, i0, k
+    logical :: want_all
+    want_all = .false.
+    if (present(all)) want_all = all
+    allocate(cases(0))
     open (newunit=u, file=dir // '/cases.txt', status='old', action='read')
-    count = 0
     do
-      read (u, *, iostat=ios) name
+      read (u, '(a)', iostat=ios) line
       if (ios /= 0) exit
-      count = count + 1
-    end do
-    rewind (u)
-    allocate(cases(count))
-    do i = 1, count
-      read (u, *) name, dtype, n_in, n_out, n
-      cases(i)%name = trim(name)
-      cases(i)%dtype = trim(dtype)
-      cases(i)%n_in = n_in
-      cases(i)%n_out = n_out
-      cases(i)%n = n
+      nf = 0
+      i0 = 1
+      f = ''
+      do k = 1, len_trim(line) + 1
+        if (k > len_trim(line) .or. line(k:k) == ' ') then
+          if (k > i0 .and. nf < 7) then
+            nf = nf + 1
+            f(nf) = line(i0:k - 1)
+          end if
+          i0 = k + 1
+        end if
+      end do
+      if (nf < 5 .or. (nf > 5 .and. .not. want_all)) cycle
+      cases = [cases, case_t(name=trim(f(1)), dtype=trim(f(2)), n_in=to_int(f(3)), &
+                             n_out=to_int(f(4)), n=to_int(f(5)))]
+      associate (c => cases(size(cases)))
+        if (nf >= 7) then
+          c%in_sizes = ints(f(6))
+          c%out_sizes = ints(f(7))
+        else
+          c%in_sizes = [c%n_in]
+          c%out_sizes = [c%n_out]
+        end if
+      end associate
     end do
     close (u)
+  contains
+    integer(int64) function to_int(t)
+      character(len=*), intent(in) :: t
+      read (t, *) to_int
+    end function to_int
+    function ints(t) result(v)
+      character(len=*), intent(in) :: t
+      integer(int64), allocatable :: v(:)
+      integer :: n, j
+      n = 1
+      do j = 1, len_trim(t)
+        if (t(j:j) == ',') n = n + 1
+      end do
+      allocate(v(n))
+      read (t, *) v
+    end function ints
   end subroutine read_cases
 
 
