@@ -169,6 +169,37 @@ public:
         return use_f32 ? run<float>(x) : run<double>(x);
     }
 
+    // ---- several inputs/outputs (format 1.2) ----
+
+    std::vector<std::vector<int64_t>> io_shapes(int is_output) const {
+        const int count = is_output ? fkb_network_output_count(net_) : fkb_network_input_count(net_);
+        std::vector<std::vector<int64_t>> shapes;
+        for (int i = 0; i < count; ++i) {
+            const int rank = fkb_network_io_shape(net_, is_output, i, nullptr, 0);
+            std::vector<int64_t> dims(static_cast<size_t>(std::max(rank, 0)));
+            fkb_network_io_shape(net_, is_output, i, dims.data(), rank);
+            shapes.push_back(dims);
+        }
+        return shapes;
+    }
+
+    std::vector<std::string> io_names(int is_output) const {
+        const int count = is_output ? fkb_network_output_count(net_) : fkb_network_input_count(net_);
+        std::vector<std::string> names;
+        for (int i = 0; i < count; ++i) {
+            const int len = fkb_network_io_name(net_, is_output, i, nullptr, 0);
+            std::string buf(static_cast<size_t>(len) + 1, '\0');
+            fkb_network_io_name(net_, is_output, i, buf.data(), buf.size());
+            buf.resize(static_cast<size_t>(len));
+            names.push_back(buf);
+        }
+        return names;
+    }
+
+    // xs: one 2-D array (batch, values per sample) per input; returns one per output. float32
+    // host arrays if every input is float32, else float64 (inputs converted, as predict does).
+    py::list predict_multi(const py::list &xs_in, py::object state_obj) const;
+
     // ---- training (fkb.h "Training"): exclusive access, GIL released ----
 
     void compile(const std::string &optimizer, const std::string &loss) {
@@ -423,6 +454,89 @@ private:
     mutable std::shared_mutex mutex_;
 };
 
+// An fkb_rnn_state*: recurrent state carried between predict calls (one per sequence).
+class RnnState {
+public:
+    RnnState() : state_(fkb_rnn_state_create()) {
+        if (state_ == nullptr) raise_error(FKB_ERR_MEMORY, "cannot allocate a recurrent state");
+    }
+    ~RnnState() { fkb_rnn_state_free(&state_); }
+    RnnState(const RnnState &) = delete;
+    RnnState &operator=(const RnnState &) = delete;
+    void reset() { fkb_rnn_state_reset(state_); }
+    fkb_rnn_state *get() const { return state_; }
+
+private:
+    fkb_rnn_state *state_;
+};
+
+template <typename T>
+py::list predict_multi_as(fkb_network *net, std::shared_mutex &mutex, const py::list &xs_in,
+                          fkb_rnn_state *state) {
+    const int n_in = fkb_network_input_count(net), n_out = fkb_network_output_count(net);
+    if (static_cast<int>(py::len(xs_in)) != n_in) {
+        raise_error(FKB_ERR_ARGUMENT, "predict: the network has " + std::to_string(n_in) +
+                                          " input(s), got " + std::to_string(py::len(xs_in)));
+    }
+    std::vector<py::array_t<T, py::array::c_style | py::array::forcecast>> xs;
+    std::vector<const T *> xp;
+    int64_t batch = -1;
+    for (int k = 0; k < n_in; ++k) {
+        auto x = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(xs_in[k]);
+        if (!x) throw py::error_already_set();
+        const int64_t size = fkb_network_input_size(net, k);
+        if (x.ndim() != 2 || x.shape(1) != size) {
+            raise_error(FKB_ERR_SHAPE, "predict: input " + std::to_string(k) +
+                                           " must be (batch, " + std::to_string(size) + ")");
+        }
+        if (batch >= 0 && x.shape(0) != batch) {
+            raise_error(FKB_ERR_SHAPE, "predict: every input must have the same batch size");
+        }
+        batch = x.shape(0);
+        xp.push_back(x.data());
+        xs.push_back(std::move(x));
+    }
+    py::list out;
+    std::vector<T *> yp;
+    for (int k = 0; k < n_out; ++k) {
+        py::array_t<T> y({static_cast<py::ssize_t>(batch),
+                          static_cast<py::ssize_t>(fkb_network_output_size(net, k))});
+        yp.push_back(y.mutable_data());
+        out.append(y);
+    }
+    if (batch == 0) return out;
+    fkb_status status;
+    {
+        py::gil_scoped_release release;
+        std::shared_lock<std::shared_mutex> lock(mutex);
+        if constexpr (std::is_same_v<T, float>) {
+            status = fkb_network_predict_multi(net, n_in, xp.data(), batch, n_out, yp.data(),
+                                               state);
+        } else {
+            status = fkb_network_predict_multi_f64(net, n_in, xp.data(), batch, n_out,
+                                                   yp.data(), state);
+        }
+    }
+    if (status != FKB_OK) raise_status(status);
+    return out;
+}
+
+py::list Network::predict_multi(const py::list &xs_in, py::object state_obj) const {
+    fkb_rnn_state *state = nullptr;
+    if (!state_obj.is_none()) state = state_obj.cast<RnnState &>().get();
+    bool all_f32 = py::len(xs_in) > 0;
+    for (auto item : xs_in) {
+        py::array a = py::array::ensure(item);
+        if (!a) {
+            PyErr_Clear();
+            raise_error(FKB_ERR_ARGUMENT, "predict: inputs must be array-likes of numbers");
+        }
+        all_f32 = all_f32 && a.dtype().kind() == 'f' && a.dtype().itemsize() == 4;
+    }
+    return all_f32 ? predict_multi_as<float>(net_, mutex_, xs_in, state)
+                   : predict_multi_as<double>(net_, mutex_, xs_in, state);
+}
+
 // An fkb_ensemble*: float64 host arrays only (statistics are double precision anyway).
 class Ensemble {
 public:
@@ -548,6 +662,10 @@ private:
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "FKB engine (C API) bindings; use the fkb package rather than this module.";
+    py::class_<RnnState>(m, "RnnState",
+                         "Recurrent state carried from one predict call to the next.")
+        .def(py::init<>())
+        .def("reset", &RnnState::reset, "Back to zero state.");
     m.def("version", [] { return std::string(fkb_version()); },
           "Version of the linked FKB library.");
     m.def("status_string",
@@ -591,6 +709,15 @@ PYBIND11_MODULE(_core, m) {
              "Tensor `index` as a flat float64 array (exact).")
         .def("set_tensor", &Network::set_tensor, py::arg("index"), py::arg("values"),
              "Overwrites tensor `index` from flat float64 values.")
+        .def("input_shapes", [](const Network &n) { return n.io_shapes(0); },
+             "Per-sample shape of each input (Keras' shape without the batch axis).")
+        .def("output_shapes", [](const Network &n) { return n.io_shapes(1); })
+        .def("input_names", [](const Network &n) { return n.io_names(0); })
+        .def("output_names", [](const Network &n) { return n.io_names(1); })
+        .def("predict_multi", &Network::predict_multi, py::arg("xs"),
+             py::arg("state") = py::none(),
+             "xs: one (batch, values per sample) array per input; returns one per output. "
+             "state: an RnnState carried between calls (recurrent layers).")
         .def("predict", &Network::predict, py::arg("x"),
              "Runs the network on x of shape (batch, n_inputs) or (n_inputs,); float32 in "
              "gives float32 out, float64 in gives float64 out.")
