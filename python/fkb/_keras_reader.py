@@ -1,8 +1,7 @@
 """Keras 3 models (live, `.keras`, Keras-3 `.h5`) and legacy tf.keras `.h5` files -> ModelSpec.
 
-Models whose graph is a single chain are read: Sequential models and Functional models with
-one input and one output where every layer takes the previous layer's output (nested chain
-models are flattened). Files are opened by their content, not their name; Keras 3 files are
+Sequential models and Functional graphs (several inputs and outputs, skip connections, merges;
+nested models are inlined) are read. Files are opened by their content, not their name; Keras 3 files are
 loaded with ``safe_mode=True`` after their stored config was checked for unsupported layers,
 legacy tf.keras `.h5` files are read with h5py and ``json.loads`` only (see _legacy_h5).
 """
@@ -11,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import zipfile
 from typing import Any
 
 import numpy as np
 
-from ._errors import FKBFileError, FKBFormatError, UnsupportedError
-from ._format import ModelSpec
+from ._errors import FKBFileError, FKBFormatError, ShapeError, UnsupportedError
+from ._format import LAYER_TYPES, InputSpec, LayerSpec, ModelSpec
 from ._keras_layers import SUPPORTED_CLASSES, check_dtype_policy, convert_layer
 
 __all__ = ["spec_from_keras", "spec_from_path", "load_keras_file", "check_config_layers"]
@@ -101,7 +101,8 @@ def resolve_activation_k3(obj: Any, where: str) -> tuple[str, float | None]:
 
 
 def _chain_layers(model: Any) -> tuple[Any, list[Any]]:
-    """(input KerasTensor, layers in order) of a chain model; nested chain models flattened."""
+    """(input KerasTensor, layers in order) of a chain model; nested chain models flattened.
+    Refuses graphs (kept for callers that need a chain, e.g. per-layer checks)."""
     keras = _keras()
     if isinstance(model, keras.Sequential):
         if not model.built or not getattr(model, "inputs", None):
@@ -119,34 +120,16 @@ def _chain_layers(model: Any) -> tuple[Any, list[Any]]:
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UnsupportedError(
             f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} "
-            "outputs; FKB reads chains with one input and one output"
+            "outputs; not a chain"
         )
     inp = model.inputs[0]
     t = model.outputs[0]
     layers: list[Any] = []
     while t is not inp:
         op, node_index, _ = t._keras_history
-        if isinstance(op, keras.layers.InputLayer):
-            raise UnsupportedError(f"model {model.name!r}: output does not depend on its input")
         node = op._inbound_nodes[node_index]
-        if not isinstance(op, keras.layers.Layer):
-            raise UnsupportedError(
-                f"model {model.name!r}: operation {op.name!r} ({type(op).__name__}) is not a "
-                "layer FKB supports"
-            )
-        if len(node.input_tensors) != 1:
-            raise UnsupportedError(
-                f"layer {op.name!r} ({type(op).__name__}) takes {len(node.input_tensors)} "
-                "inputs; FKB reads chains of single-input layers"
-            )
-        kwargs = {k: v for k, v in node.arguments.kwargs.items() if v is not None}
-        if kwargs.get("training") is False:
-            kwargs.pop("training")
-        if kwargs:
-            raise UnsupportedError(
-                f"layer {op.name!r} ({type(op).__name__}) is called with {sorted(kwargs)}; "
-                "FKB supports plain calls only"
-            )
+        if isinstance(op, keras.layers.InputLayer) or len(node.input_tensors) != 1:
+            raise UnsupportedError(f"model {model.name!r} is not a chain")
         layers.append(op)
         t = node.input_tensors[0]
     layers.reverse()
@@ -167,47 +150,82 @@ def _flatten(layers: list[Any]) -> list[Any]:
     return out
 
 
-def spec_from_keras(model: Any, source: str | None = None,
-                    training_config: str | None = None) -> ModelSpec:
-    """A live Keras 3 model -> ModelSpec (refusing whatever FKB cannot compute exactly)."""
-    keras = _keras()
-    if not isinstance(model, keras.Model):
-        raise UnsupportedError(f"{type(model).__name__} is not a Keras 3 model")
-    inp, layers = _chain_layers(model)
-    shape = tuple(inp.shape)
-    if len(shape) != 2 or shape[1] is None:
-        raise UnsupportedError(
-            f"model {model.name!r}: input shape {shape}; FKB networks take rank-1 samples "
-            "(batch, features) with a known width"
-        )
-    n = int(shape[1])
-    dtype = None
-    for layer in layers:
-        policy = getattr(layer.dtype_policy, "name", str(layer.dtype_policy))
-        d = check_dtype_policy(layer.name, type(layer).__name__, policy)
-        if dtype is None:
-            dtype = d
-        elif d != dtype:
+def _per_sample(shape: Any) -> tuple:
+    return tuple(shape)[1:]
+
+
+class _GraphReader:
+    """Walks a Keras 3 model's graph from its outputs and converts every layer call, in an
+    execution order (inputs before the layers that take them); nested models are inlined."""
+
+    def __init__(self, model: Any):
+        self.keras = _keras()
+        self.model = model
+        self.layers: list[LayerSpec] = []
+        self.shapes: dict[str, tuple] = {}
+        self.dtype: str | None = None
+        self.done: dict[tuple, list[str]] = {}
+        self.calls: dict[int, int] = {}
+        self.stateful_batch: int | None = None
+
+    # -- names -------------------------------------------------------------------------
+
+    def _claim(self, name: str, what: str) -> None:
+        if name in self.shapes:
             raise UnsupportedError(
-                f"layer {layer.name!r} ({type(layer).__name__}) computes in {d} while the "
-                f"layers before it compute in {dtype}; FKB needs one precision per model"
-            )
-    if dtype is None:
-        dtype = check_dtype_policy("input", "InputLayer", keras.config.floatx())
-    spec = ModelSpec(dtype=dtype, n_inputs=n)
-    for layer in layers:
+                f"model {self.model.name!r}: two {what}s named {name!r} (nested models?); FKB "
+                "needs unique names")
+
+    def add_input(self, name: str, shape: Any) -> str:
+        shape = tuple(shape)
+        if not shape or any(d is None for d in shape):
+            raise UnsupportedError(
+                f"model {self.model.name!r}: input {name!r} has per-sample shape {shape}; FKB "
+                "needs every dimension but the batch known (e.g. a fixed number of steps)")
+        self._claim(name, "input")
+        self.shapes[name] = tuple(int(d) for d in shape)
+        return name
+
+    # -- layers ------------------------------------------------------------------------
+
+    def convert(self, layer: Any, srcs: list[str], keras_out: Any) -> str:
+        keras = self.keras
         cls = type(layer).__name__
+        k = self.calls.get(id(layer), 0)
+        self.calls[id(layer)] = k + 1
+        name = layer.name
+        if k:
+            if layer.weights:
+                raise UnsupportedError(
+                    f"layer {layer.name!r} ({cls}) is used {k + 1} times (a shared layer with "
+                    "weights); FKB needs one layer per call")
+            name = f"{layer.name}_{k}"
+            while name in self.shapes:
+                name += "_"
         if cls not in SUPPORTED_CLASSES or getattr(keras.layers, cls, None) is not type(layer):
             if cls == "Lambda":
                 raise UnsupportedError(
                     f"layer {layer.name!r} is a Lambda layer (arbitrary Python code); FKB does "
                     "not convert it"
                 )
+            if cls == "Masking":
+                raise UnsupportedError(f"layer {layer.name!r} (Masking): masking is not "
+                                       "supported by FKB")
             raise UnsupportedError(
                 f"layer {layer.name!r}: layer type {cls!r} ({type(layer).__module__}) is not "
                 "supported by FKB"
             )
+        policy = getattr(layer.dtype_policy, "name", str(layer.dtype_policy))
+        d = check_dtype_policy(layer.name, cls, policy)
+        if self.dtype is None:
+            self.dtype = d
+        elif d != self.dtype:
+            raise UnsupportedError(
+                f"layer {layer.name!r} ({cls}) computes in {d} while the layers before it "
+                f"compute in {self.dtype}; FKB needs one precision per model"
+            )
         cfg = dict(layer.get_config())
+        cfg["name"] = name
         weights = [np.asarray(w) for w in layer.get_weights()]
         if cls == "Normalization":
             if keras.config.epsilon() != 1e-7:
@@ -222,18 +240,206 @@ def spec_from_keras(model: Any, source: str | None = None,
                        for v in (layer.mean, layer.variance)]
         if cls == "Dense" and getattr(layer, "quantization_mode", None):
             raise UnsupportedError(f"layer {layer.name!r} (Dense): quantized layers")
+        if getattr(layer, "stateful", False) or getattr(
+                getattr(layer, "forward_layer", None), "stateful", False):
+            self.stateful_batch = self.stateful_batch or _static_batch(keras_out)
+        owner = getattr(layer, "forward_layer", None) or getattr(layer, "layer", None) or layer
 
-        def resolve(value: Any, where: str, _layer: Any = layer) -> tuple[str, float | None]:
-            return resolve_activation_k3(getattr(_layer, "activation", value), where)
+        def resolve(value: Any, where: str, _layer: Any = owner) -> tuple[str, float | None]:
+            attr = "recurrent_activation" if where.endswith("[recurrent_activation]") \
+                else "activation"
+            return resolve_activation_k3(getattr(_layer, attr, value), where)
 
-        ls = convert_layer(cls, cfg, weights, n, dtype, resolve)
-        spec.layers.append(ls)
-        n = spec.widths()[-1]
+        in_shapes = [self.shapes[s] for s in srcs]
+        ls = convert_layer(cls, cfg, weights, in_shapes if len(in_shapes) > 1 else in_shapes[0],
+                           self.dtype, resolve)
+        ls.inputs = list(srcs)
+        ls.name = name
+        lt = LAYER_TYPES[ls.type]
+        try:
+            out = lt.out_shape(ls.config, in_shapes)
+        except ShapeError as e:
+            raise ShapeError(f"layer {layer.name!r} ({cls}): {e}") from None
+        want = _per_sample(keras_out.shape) if keras_out is not None else out
+        if tuple(want) != tuple(out):
+            raise ShapeError(
+                f"layer {layer.name!r} ({cls}): Keras gives per-sample shape {tuple(want)}, FKB "
+                f"would compute {out}")
+        self._claim(name, "layer")
+        self.shapes[name] = out
+        self.layers.append(ls)
+        return name
+
+    # -- graph walk ----------------------------------------------------------------------
+
+    def tensor(self, t: Any, ctx: dict, ctx_key: tuple) -> str:
+        """The FKB name of KerasTensor ``t`` (converting what it depends on first)."""
+        keras = self.keras
+        if id(t) in ctx:
+            return ctx[id(t)]
+        hist = getattr(t, "_keras_history", None)
+        if hist is None:
+            raise UnsupportedError(f"model {self.model.name!r}: a value that is not a Keras "
+                                   "tensor")
+        op, node_index, tensor_index = hist
+        if isinstance(op, keras.layers.InputLayer):
+            raise UnsupportedError(
+                f"model {self.model.name!r}: input {op.name!r} is not an input of the model")
+        key = ctx_key + ((id(op), node_index),)
+        if key not in self.done:
+            node = op._inbound_nodes[node_index]
+            if not isinstance(op, keras.layers.Layer):
+                raise UnsupportedError(
+                    f"model {self.model.name!r}: operation {op.name!r} ({type(op).__name__}) "
+                    "is not a layer FKB supports"
+                )
+            kwargs = {k: v for k, v in node.arguments.kwargs.items() if not _all_none(v)}
+            if kwargs.get("training") is False:
+                kwargs.pop("training")
+            if kwargs:
+                raise UnsupportedError(
+                    f"layer {op.name!r} ({type(op).__name__}) is called with {sorted(kwargs)}; "
+                    "FKB supports plain calls only"
+                )
+            srcs = [self.tensor(x, ctx, ctx_key) for x in node.input_tensors]
+            if isinstance(op, keras.Model):
+                self.done[key] = self.nested(op, srcs, key)
+            else:
+                if len(node.output_tensors) != 1:
+                    raise UnsupportedError(
+                        f"layer {op.name!r} ({type(op).__name__}) has "
+                        f"{len(node.output_tensors)} outputs; FKB layers have one")
+                if not srcs:
+                    raise UnsupportedError(f"layer {op.name!r} takes no input")
+                self.done[key] = [self.convert(op, srcs, node.output_tensors[0])]
+        return self.done[key][tensor_index]
+
+    def nested(self, model: Any, srcs: list[str], key: tuple) -> list[str]:
+        """Inlines a model called inside another one; returns its outputs' names."""
+        keras = self.keras
+        if isinstance(model, keras.Sequential):
+            if len(srcs) != 1:
+                raise UnsupportedError(f"model {model.name!r} takes {len(srcs)} inputs")
+            return [self.chain(list(model.layers), srcs[0], key)]
+        from keras.src.models.functional import Functional
+
+        if not isinstance(model, Functional):
+            raise UnsupportedError(
+                f"model {model.name!r} of class {type(model).__name__} is a subclassed model; "
+                "FKB reads Sequential and Functional models")
+        if len(model.inputs) != len(srcs):
+            raise UnsupportedError(f"model {model.name!r} is called with {len(srcs)} inputs, "
+                                   f"it has {len(model.inputs)}")
+        ctx = {id(t): s for t, s in zip(model.inputs, srcs)}
+        return [self.tensor(t, ctx, key) for t in model.outputs]
+
+    def chain(self, layers: list[Any], src: str, key: tuple) -> str:
+        """The layers of a Sequential model one after the other, from ``src``."""
+        keras = self.keras
+        for layer in layers:
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            if isinstance(layer, keras.Model):
+                outs = self.nested(layer, [src], key + ((id(layer), -1),))
+                if len(outs) != 1:
+                    raise UnsupportedError(f"model {layer.name!r} has {len(outs)} outputs "
+                                           "inside a Sequential model")
+                src = outs[0]
+            else:
+                try:
+                    out = layer.output if len(layer._inbound_nodes) == 1 else None
+                except Exception:
+                    out = None
+                src = self.convert(layer, [src], out)
+        return src
+
+
+def _all_none(v: Any) -> bool:
+    """None, or a list/tuple/dict of such (e.g. mask=[None, None] of a nested model call)."""
+    if v is None:
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(_all_none(x) for x in v)
+    if isinstance(v, dict):
+        return all(_all_none(x) for x in v.values())
+    return False
+
+
+def _static_batch(t: Any) -> int | None:
+    try:
+        b = tuple(t.shape)[0]
+    except Exception:
+        return None
+    return int(b) if b is not None else None
+
+
+def spec_from_keras(model: Any, source: str | None = None,
+                    training_config: str | None = None) -> ModelSpec:
+    """A live Keras 3 model -> ModelSpec (refusing whatever FKB cannot compute exactly).
+
+    Sequential models, and Functional models with any number of inputs and outputs, skip
+    connections, merges and nested models (inlined). A file that is a chain over one rank-1
+    input stays a format 1.0/1.1 file (its input is called ``input``).
+    """
+    keras = _keras()
+    from keras.src.models.functional import Functional
+
+    if not isinstance(model, keras.Model):
+        raise UnsupportedError(f"{type(model).__name__} is not a Keras 3 model")
+    g = _GraphReader(model)
+    old_limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old_limit, 20000))
+    try:
+        if isinstance(model, keras.Sequential):
+            if not model.built or not getattr(model, "inputs", None):
+                raise UnsupportedError(
+                    f"model {model.name!r} is not built: give it a keras.Input or call it on "
+                    "data")
+            inp = model.inputs[0]
+            taken = any(layer.name == "input" for layer in _all_layers(model))
+            in_name = g.add_input(_input_name(inp, "input") if taken else "input",
+                                  _per_sample(inp.shape))
+            g.stateful_batch = _static_batch(inp) if _has_stateful(model) else None
+            outputs = [g.chain(list(model.layers), in_name, ())]
+            in_names = [in_name]
+        elif isinstance(model, Functional):
+            in_names = [g.add_input(_input_name(t, f"input_{k + 1}"), _per_sample(t.shape))
+                        for k, t in enumerate(model.inputs)]
+            if _has_stateful(model):
+                g.stateful_batch = _static_batch(model.inputs[0])
+            ctx = {id(t): n for t, n in zip(model.inputs, in_names)}
+            outputs = [g.tensor(t, ctx, ()) for t in model.outputs]
+        else:
+            raise UnsupportedError(
+                f"model {getattr(model, 'name', '?')!r} of class {type(model).__name__} is a "
+                "subclassed model; FKB reads Sequential and Functional models"
+            )
+    finally:
+        sys.setrecursionlimit(old_limit)
+    if len(set(outputs)) != len(outputs):
+        raise UnsupportedError(f"model {model.name!r}: the same value is output twice")
+    dtype = g.dtype or check_dtype_policy("input", "InputLayer", keras.config.floatx())
+    inputs = [InputSpec(n, g.shapes[n]) for n in in_names]
+    spec = ModelSpec(dtype=dtype, n_inputs=None, layers=g.layers, inputs=inputs,
+                     outputs=list(outputs))
+    if spec.is_chain() and len(inputs[0].shape) == 1 and \
+            all(layer.name != "input" for layer in spec.layers):
+        # A chain over one rank-1 input: the format 1.0 file of earlier versions.
+        spec.inputs = [InputSpec("input", inputs[0].shape)]
+        spec.outputs = []
+        for layer in spec.layers:
+            layer.inputs = None
+    elif spec.is_chain() and isinstance(model, keras.Sequential):
+        for layer in spec.layers:
+            layer.inputs = None
+        spec.outputs = []
     spec.metadata["name"] = str(model.name)
     spec.metadata["keras_version"] = keras.__version__
     spec.metadata["fkb_version"] = _fkb_version()
     if source:
         spec.metadata["source"] = os.fspath(source)
+    if g.stateful_batch:
+        spec.metadata["batch_size"] = str(g.stateful_batch)
     if training_config is None:
         try:
             cc = model.get_compile_config()
@@ -244,14 +450,24 @@ def spec_from_keras(model: Any, source: str | None = None,
     if training_config:
         spec.metadata["training_config"] = training_config
     spec.training = _training_records(model) or _records_from_config(training_config)
-    out = tuple(model.outputs[0].shape) if getattr(model, "outputs", None) else None
-    if out is not None and (len(out) != 2 or out[1] != spec.n_outputs):
-        raise UnsupportedError(
-            f"model {model.name!r}: output shape {out} disagrees with the converted chain "
-            f"(width {spec.n_outputs})"
-        )
     spec.validate()
     return spec
+
+
+def _input_name(t: Any, default: str) -> str:
+    hist = getattr(t, "_keras_history", None)
+    name = getattr(hist[0], "name", None) if hist else None
+    return str(name) if name else default
+
+
+def _all_layers(model: Any) -> list[Any]:
+    if hasattr(model, "_flatten_layers"):
+        return list(model._flatten_layers(include_self=False))
+    return list(model.layers)
+
+
+def _has_stateful(model: Any) -> bool:
+    return any(getattr(layer, "stateful", False) for layer in _all_layers(model))
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,9 +499,17 @@ def check_config_layers(config: Any, where: str) -> None:
     registered = config.get("registered_name")
     if cls not in SUPPORTED_CLASSES or registered not in (None, cls):
         label = registered or cls
+        if cls == "Masking":
+            raise UnsupportedError(f"{where}: layer {name!r} (Masking): masking is not "
+                                   "supported by FKB")
         raise UnsupportedError(
             f"{where}: layer {name!r}: layer type {label!r} is not supported by FKB"
         )
+    if cls in ("TimeDistributed", "Bidirectional") and isinstance(inner, dict):
+        for key in ("layer", "backward_layer"):
+            sub = inner.get(key)
+            if isinstance(sub, dict):
+                check_config_layers(sub, where)
 
 
 def _sniff(path: str) -> bytes:

@@ -63,15 +63,96 @@ class Network:
 
     # -- computing -----------------------------------------------------------------------
 
-    def predict(self, x: Any) -> np.ndarray:
-        """Runs the network on ``x`` of shape (batch, n_inputs) or (n_inputs,).
+    def predict(self, x: Any) -> Any:
+        """Runs the network, as Keras' ``model.predict``.
+
+        ``x``: one array of shape (batch, *input_shape), or for a network with several inputs
+        a list of such arrays (in :attr:`input_names` order) or a dict by input name. A single
+        sample without the batch axis (shape ``input_shape``) gives a result without it.
+        Returns one array of shape (batch, *output_shape), or a list of arrays for a network
+        with several outputs.
 
         float32/float64 arrays keep their dtype (the output has it too) and are not copied
         when C-contiguous; other numeric arrays are converted to the network's dtype.
         """
-        return self._core.predict(x)
+        spec = self._header()
+        in_shapes = spec.input_shapes()
+        out_shapes = spec.output_shapes()
+        if len(in_shapes) == 1 and len(out_shapes) == 1 and len(in_shapes[0]) == 1 and \
+                len(out_shapes[0]) == 1 and not isinstance(x, (dict, list, tuple)):
+            return self._core.predict(x)  # rank-1 in and out: the engine's own checks
+        xs, single = self._inputs(x, spec)
+        batch = xs[0].shape[0]
+        flat = [np.ascontiguousarray(a.reshape(batch, int(np.prod(s, dtype=np.int64))))
+                for a, s in zip(xs, in_shapes)]
+        if hasattr(self._core, "predict_multi"):
+            outs = list(self._core.predict_multi(flat))
+        elif len(flat) == 1 and len(out_shapes) == 1:
+            outs = [self._core.predict(flat[0])]
+        else:  # pragma: no cover - an engine without graphs cannot load such a file anyway
+            from ._errors import UnsupportedError
+
+            raise UnsupportedError("this build of the FKB engine has no multi-input/output "
+                                   "predict")
+        res = [np.asarray(o).reshape((batch,) + tuple(s)) for o, s in zip(outs, out_shapes)]
+        if single:
+            res = [r[0] for r in res]
+        return res[0] if len(res) == 1 else res
 
     __call__ = predict
+
+    def _inputs(self, x: Any, spec: ModelSpec) -> tuple[list[np.ndarray], bool]:
+        """Input arrays (batch, *shape) in input order, and whether x had no batch axis."""
+        from ._errors import FKBArgumentError, ShapeError
+
+        names = spec.input_names()
+        shapes = spec.input_shapes()
+        if isinstance(x, dict):
+            unknown = sorted(set(x) - set(names))
+            if unknown:
+                raise FKBArgumentError(f"predict: unknown input name(s) {unknown}; the network's "
+                                       f"inputs are {names}")
+            missing = [n for n in names if n not in x]
+            if missing:
+                raise FKBArgumentError(f"predict: input(s) {missing} missing")
+            items = [x[n] for n in names]
+        elif isinstance(x, (list, tuple)) and len(names) > 1:
+            items = list(x)
+        elif isinstance(x, (list, tuple)) and len(x) == 1 and \
+                np.ndim(x[0]) >= len(shapes[0]) and np.ndim(x[0]) > 0 and \
+                not np.isscalar(x[0]):
+            items = [x[0]]  # [array] for a one-input network, as Keras accepts
+        else:
+            items = [x]
+        if len(items) != len(names):
+            raise FKBArgumentError(f"predict: {len(items)} input array(s) for a network with "
+                                   f"{len(names)} inputs {names}")
+        arrays = []
+        for item in items:
+            a = item if isinstance(item, np.ndarray) else np.asarray(item)
+            if a.dtype not in (np.float32, np.float64):
+                if a.dtype.kind not in "biuf":
+                    raise FKBArgumentError(f"predict: input of dtype {a.dtype} is not numeric")
+                a = a.astype(self.dtype)
+            arrays.append(a)
+        dtype = np.result_type(*[a.dtype for a in arrays])
+        singles = []
+        for a, name, shape in zip(arrays, names, shapes):
+            if a.shape == tuple(shape):
+                singles.append(True)
+            elif a.ndim == len(shape) + 1 and a.shape[1:] == tuple(shape):
+                singles.append(False)
+            else:
+                raise ShapeError(f"predict: input {name!r} has shape {a.shape}, expected "
+                                 f"(batch, {', '.join(map(str, shape))}) or {tuple(shape)}")
+        if len(set(singles)) > 1:
+            raise ShapeError("predict: some inputs have a batch axis and some do not")
+        single = singles[0]
+        arrays = [(a[None] if single else a).astype(dtype, copy=False) for a in arrays]
+        if len({a.shape[0] for a in arrays}) > 1:
+            raise ShapeError(f"predict: the inputs have different batch sizes "
+                             f"{[a.shape[0] for a in arrays]}")
+        return arrays, single
 
     # -- training ------------------------------------------------------------------------
 
@@ -223,6 +304,24 @@ class Network:
         return int(self._core.n_outputs)
 
     @property
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        """Per-sample shape of each input, e.g. [(60, 6)]."""
+        return self._header().input_shapes()
+
+    @property
+    def output_shapes(self) -> list[tuple[int, ...]]:
+        """Per-sample shape of each output."""
+        return self._header().output_shapes()
+
+    @property
+    def input_names(self) -> list[str]:
+        return self._header().input_names()
+
+    @property
+    def output_names(self) -> list[str]:
+        return self._header().output_names()
+
+    @property
     def dtype(self) -> np.dtype:
         """Precision the network computes in."""
         return np.dtype(self._core.dtype)
@@ -314,10 +413,16 @@ class Network:
         return text
 
     def __repr__(self) -> str:
-        name = self._header().metadata.get("name", "")
+        spec = self._header()
+        name = spec.metadata.get("name", "")
+        if spec.uses_v12():
+            ins = ", ".join(str(s) for s in spec.input_shapes())
+            outs = ", ".join(str(s) for s in spec.output_shapes())
+            return (f"<fkb.Network {name!r} {self.dtype.name} {ins} -> {outs}, "
+                    f"{len(spec.layers)} layers>")
         return (
             f"<fkb.Network {name!r} {self.dtype.name} {self.n_inputs} -> {self.n_outputs}, "
-            f"{len(self._header().layers)} layers>"
+            f"{len(spec.layers)} layers>"
         )
 
 
@@ -339,28 +444,50 @@ def _training_records(path: str) -> dict[str, Any] | None:
     return spec.training
 
 
+def _shape_text(shape: tuple) -> str:
+    return "(None, " + ", ".join(str(d) for d in shape) + ")"
+
+
 def format_summary(spec: ModelSpec) -> str:
-    """Keras-like table: layer (type), output shape, parameter count."""
-    rows = [("Layer (type)", "Output Shape", "Param #")]
-    rows.append(("input (InputLayer)", f"(None, {spec.n_inputs})", "0"))
-    widths = spec.widths()
-    for layer, w in zip(spec.layers, widths[1:]):
+    """Keras-like table: layer (type), output shape, parameter count; for a graph also the
+    inputs of each layer and the network's outputs."""
+    graph = not spec.is_chain()
+    shapes = spec.shapes()
+    rows = [("Layer (type)", "Output Shape", "Param #") + (("Connected to",) if graph else ())]
+    for inp in spec.inputs:
+        rows.append((f"{inp.name} (InputLayer)", _shape_text(inp.shape), "0")
+                    + (("-",) if graph else ()))
+    for i, layer in enumerate(spec.layers):
         extra = ""
         if "activation" in layer.config:
             extra = f", {layer.config['activation']}"
-        rows.append((f"{layer.name} ({layer.type}{extra})", f"(None, {w})",
-                     f"{layer.n_params:,}"))
-    c0 = max(len(r[0]) for r in rows) + 2
-    c1 = max(len(r[1]) for r in rows) + 2
-    c2 = max(len(r[2]) for r in rows)
-    line = "=" * (c0 + c1 + c2)
+        if layer.type == "bidirectional":
+            extra = f", {layer.config['layer']}, {layer.config['merge_mode']}"
+        row = (f"{layer.name} ({layer.type}{extra})", _shape_text(shapes[layer.name]),
+               f"{layer.n_params:,}")
+        if graph:
+            row += (", ".join(spec.layer_inputs(i)),)
+        rows.append(row)
+    widths = [max(len(r[k]) for r in rows) + 2 for k in range(len(rows[0]))]
+    widths[-1] -= 2
+    line = "=" * sum(widths)
+
+    def fmt(r: tuple) -> str:
+        cells = [f"{r[0]:<{widths[0]}}", f"{r[1]:<{widths[1]}}", f"{r[2]:>{widths[2] - (2 if graph else 0)}}"]
+        if graph:
+            cells.append(f"  {r[3]}")
+        return "".join(cells).rstrip() if graph else "".join(cells)
+
     out = [f'Model: "{spec.metadata.get("name", "")}" ({spec.dtype})', line]
-    for i, (a, b, c) in enumerate(rows):
-        out.append(f"{a:<{c0}}{b:<{c1}}{c:>{c2}}")
+    for i, r in enumerate(rows):
+        out.append(fmt(r))
         if i == 0:
             out.append(line)
     out.append(line)
     out.append(f"Total params: {spec.n_params:,}")
+    if graph:
+        out.append("Outputs: " + ", ".join(
+            f"{n} {_shape_text(s)}" for n, s in zip(spec.output_names(), spec.output_shapes())))
     return "\n".join(out)
 
 

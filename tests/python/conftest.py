@@ -74,5 +74,68 @@ def keras_outputs(cases, case_inputs, make_cases):
     return {name: make_cases.keras_predict(m, case_inputs[name]) for name, _, m in cases}
 
 
+@pytest.fixture(scope="session")
+def graph_case(make_cases):
+    """get("merge_graph_float32") -> (dtype, keras model, inputs, keras outputs): a format 1.2
+    case of make_cases.build_graph_cases(), with 256 random normal float64 samples per input
+    (fixed seed) and Keras' outputs (lists, one array per input/output). Built once."""
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            base, dtype = name.rsplit("_", 1)
+            ((_, _, model),) = make_cases.iter_graph_cases((dtype,), (base,))
+            xs = make_cases.make_inputs(model, 256, np.random.default_rng(7))
+            cache[name] = (dtype, model, xs, make_cases.keras_predict_multi(model, xs))
+        return cache[name]
+
+    return get
+
+
+def check_round_trip(make_cases, model, xs, ys, dtype: str, tmp_path=None) -> None:
+    """Keras -> .fkb bytes -> Keras is exact: same weights, bit-identical predictions, same
+    layer names (and input names of Functional models)."""
+    from fkb._format import decode_fkb, encode_fkb
+    from fkb._keras_reader import spec_from_keras
+    from fkb._to_keras import spec_to_keras
+
+    spec = decode_fkb(encode_fkb(spec_from_keras(model)))
+    assert spec.dtype == dtype
+    rebuilt = spec_to_keras(spec)
+    a = model.get_weights()
+    b = rebuilt.get_weights()
+    assert len(a) == len(b)
+    for u, v in zip(a, b):
+        assert u.dtype == v.dtype and u.shape == v.shape and u.tobytes() == v.tobytes()
+    got = make_cases.keras_predict_multi(rebuilt, xs)
+    assert len(got) == len(ys)
+    for g, y in zip(got, ys):
+        assert g.shape == y.shape and np.array_equal(g, y, equal_nan=True)
+    names = {layer.name for layer in spec.layers}
+    assert names <= {layer.name for layer in rebuilt.layers}
+    if not isinstance(model, __import__("keras").Sequential):
+        assert [t.name for t in rebuilt.inputs] == [t.name for t in model.inputs] or \
+            spec.is_chain()
+
+
+def check_engine(net, xs, ys, dtype: str, batches=(1, 7, 256)) -> None:
+    """fkb's predict agrees with Keras' outputs ys (lists) at several batch sizes, for inputs
+    given as arrays (batch, *shape): one array, a list or a dict by input name."""
+    for batch in batches:
+        part = [x[:batch].astype(dtype) for x in xs]
+        arg = part[0] if len(part) == 1 else part
+        out = net.predict(arg)
+        outs = out if isinstance(out, list) else [out]
+        assert len(outs) == len(ys)
+        for k, (o, y) in enumerate(zip(outs, ys)):
+            assert o.dtype == np.dtype(dtype)
+            assert_close(o, y[:batch], dtype, f"batch {batch}, output {k}")
+    if len(xs) > 1:
+        named = dict(zip(net.input_names, [x[:3].astype(dtype) for x in xs]))
+        out = net.predict(named)
+        for o, y in zip(out if isinstance(out, list) else [out], ys):
+            assert_close(o, y[:3], dtype, "dict input")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "engine: needs the compiled extension fkb._core")
