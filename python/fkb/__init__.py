@@ -2,7 +2,7 @@
 
 >>> import fkb
 >>> net = fkb.from_keras(model)          # or fkb.load("model.fkb")
->>> y = net.predict(x)                   # numpy (batch, n_inputs)
+>>> y = net.predict(x)                   # numpy (batch, *input_shape); lists/dicts for graphs
 >>> fkb.convert("model.keras", "model.fkb")
 >>> keras_model = fkb.to_keras("model.fkb")
 >>> net.compile(optimizer=fkb.optimizers.Adam(learning_rate=1e-3), loss="mse")
@@ -28,7 +28,7 @@ from ._errors import (
     UnsupportedError,
 )
 from ._format import LayerSpec, ModelSpec, read_fkb, write_fkb
-from ._network import Network, load
+from ._network import Network, RnnState, load
 from ._ensemble import Ensemble
 from ._training import CustomLoss
 from . import optimizers
@@ -58,6 +58,7 @@ __all__ = [
     "is_deterministic",
     "load",
     "Network",
+    "RnnState",
     "from_keras",
     "to_keras",
     "convert",

@@ -13,7 +13,23 @@ def version() -> str:
 def status_string(status: int) -> str:
     """Short name of an fkb_status code."""
 
+class RnnState:
+    """Recurrent state carried from one predict call to the next."""
+    def __init__(self) -> None: ...
+    def reset(self) -> None:
+        """Back to zero state."""
+
 class Network:
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        """Per-sample shape of each input (Keras' shape without the batch axis)."""
+    def output_shapes(self) -> list[tuple[int, ...]]: ...
+    def input_names(self) -> list[str]: ...
+    def output_names(self) -> list[str]: ...
+    def predict_multi(
+        self, xs: list[npt.ArrayLike], state: RnnState | None = None
+    ) -> list[npt.NDArray[np.floating[Any]]]:
+        """xs: one (batch, values per sample) array per input; returns one (batch, values)
+        array per output (float32 when every input is float32, else float64)."""
     def compile_custom(self, optimizer: str, fn: Any) -> None: ...
     def set_custom_loss(self, fn: Any) -> None: ...
     def __init__(self, path: str) -> None:

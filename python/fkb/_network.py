@@ -11,7 +11,7 @@ import numpy as np
 
 from ._format import LayerSpec, ModelSpec, parse_header, write_fkb
 
-__all__ = ["Network", "load"]
+__all__ = ["Network", "RnnState", "load"]
 
 
 def _core_module():
@@ -23,6 +23,23 @@ def _core_module():
             "`pip install .` from the FKB source tree"
         ) from e
     return _core
+
+
+class RnnState:
+    """Recurrent state carried from one :meth:`Network.predict` call to the next.
+
+    Without a state every call starts recurrent layers from zero (Keras after
+    ``reset_states()``); with one, each call continues the sequences where the previous call
+    on this state stopped (Keras' ``stateful=True``), for the same batch size. One state per
+    network and set of sequences.
+    """
+
+    def __init__(self) -> None:
+        self._state = _core_module().RnnState()
+
+    def reset(self) -> None:
+        """Back to the zero state."""
+        self._state.reset()
 
 
 class Network:
@@ -63,7 +80,7 @@ class Network:
 
     # -- computing -----------------------------------------------------------------------
 
-    def predict(self, x: Any) -> Any:
+    def predict(self, x: Any, state: RnnState | None = None) -> Any:
         """Runs the network, as Keras' ``model.predict``.
 
         ``x``: one array of shape (batch, *input_shape), or for a network with several inputs
@@ -74,19 +91,22 @@ class Network:
 
         float32/float64 arrays keep their dtype (the output has it too) and are not copied
         when C-contiguous; other numeric arrays are converted to the network's dtype.
+        ``state``: an :class:`RnnState` carried between calls (recurrent layers).
         """
         spec = self._header()
         in_shapes = spec.input_shapes()
         out_shapes = spec.output_shapes()
         if len(in_shapes) == 1 and len(out_shapes) == 1 and len(in_shapes[0]) == 1 and \
-                len(out_shapes[0]) == 1 and not isinstance(x, (dict, list, tuple)):
+                len(out_shapes[0]) == 1 and not isinstance(x, (dict, list, tuple)) and \
+                state is None:
             return self._core.predict(x)  # rank-1 in and out: the engine's own checks
         xs, single = self._inputs(x, spec)
         batch = xs[0].shape[0]
         flat = [np.ascontiguousarray(a.reshape(batch, int(np.prod(s, dtype=np.int64))))
                 for a, s in zip(xs, in_shapes)]
         if hasattr(self._core, "predict_multi"):
-            outs = list(self._core.predict_multi(flat))
+            outs = list(self._core.predict_multi(
+                flat, None if state is None else state._state))
         elif len(flat) == 1 and len(out_shapes) == 1:
             outs = [self._core.predict(flat[0])]
         else:  # pragma: no cover - an engine without graphs cannot load such a file anyway
