@@ -49,7 +49,8 @@ typedef enum fkb_status {
     FKB_ERR_UNSUPPORTED = -5,  /**< unknown layer, activation or option */
     FKB_ERR_SHAPE = -6,        /**< shapes disagree (tensor vs layer, input width vs model) */
     FKB_ERR_MEMORY = -7,       /**< allocation failed or size beyond the sane limits */
-    FKB_ERR_INTERNAL = -8      /**< a bug in FKB: please report it */
+    FKB_ERR_INTERNAL = -8,     /**< a bug in FKB: please report it */
+    FKB_ERR_LAYER = -9         /**< a custom layer reported a failure while computing */
 } fkb_status;
 
 /** Precision a network computes in (that of the Keras model it came from). */

@@ -18,6 +18,7 @@ __all__ = [
     "ShapeError",
     "FKBMemoryError",
     "FKBInternalError",
+    "LayerError",
     "STATUS_CLASSES",
 ]
 
@@ -58,6 +59,10 @@ class FKBInternalError(FKBError, RuntimeError):
     """A bug in FKB (FKB_ERR_INTERNAL): please report it."""
 
 
+class LayerError(FKBError, RuntimeError):
+    """A custom layer reported a failure while computing (FKB_ERR_LAYER)."""
+
+
 #: fkb_status code (include/fkb/fkb.h) -> exception class.
 STATUS_CLASSES = {
     -1: FKBArgumentError,
@@ -68,4 +73,5 @@ STATUS_CLASSES = {
     -6: ShapeError,
     -7: FKBMemoryError,
     -8: FKBInternalError,
+    -9: LayerError,
 }

@@ -22,6 +22,7 @@ const char *fkb_status_string(fkb_status status)
     case FKB_ERR_SHAPE: return "shape mismatch";
     case FKB_ERR_MEMORY: return "out of memory or absurd size";
     case FKB_ERR_INTERNAL: return "internal error";
+    case FKB_ERR_LAYER: return "custom layer failed";
     }
     return "unknown status";
 }

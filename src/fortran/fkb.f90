@@ -17,7 +17,7 @@ module fkb
   use fkb_config, only: fkb_config_t
   use fkb_errors, only: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_IO, FKB_ERR_FORMAT, FKB_ERR_VERSION, &
                         FKB_ERR_UNSUPPORTED, FKB_ERR_SHAPE, FKB_ERR_MEMORY, FKB_ERR_INTERNAL, &
-                        fkb_status_name
+                        FKB_ERR_LAYER, fkb_status_name, fkb_layer_fail
   use fkb_tensor, only: FKB_FLOAT32, FKB_FLOAT64, fkb_tensor_t
   use fkb_version, only: fkb_version_string
   use fkb_blas, only: fkb_set_deterministic => set_deterministic, &
@@ -26,7 +26,7 @@ module fkb
   private
   public :: fkb_network, fkb_ensemble, fkb_custom_loss, fkb_status_name, fkb_version_string
   public :: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_IO, FKB_ERR_FORMAT, FKB_ERR_VERSION, &
-            FKB_ERR_UNSUPPORTED, FKB_ERR_SHAPE, FKB_ERR_MEMORY, FKB_ERR_INTERNAL
+            FKB_ERR_UNSUPPORTED, FKB_ERR_SHAPE, FKB_ERR_MEMORY, FKB_ERR_INTERNAL, FKB_ERR_LAYER
   public :: FKB_FLOAT32, FKB_FLOAT64
   !> Several inputs/outputs: net%predict(ins, outs) with arrays of fkb_ref32 (or fkb_ref64)
   !> made by fkb_ref(array); recurrent state carried between calls: fkb_rnn_state.
@@ -37,4 +37,7 @@ module fkb
   !> Custom layers: extend fkb_layer_t (options through fkb_config_t accessors, tensors as
   !> fkb_tensor_t) and register the type with fkb_register_layer (examples/custom_layer/).
   public :: fkb_layer_t, fkb_register_layer, fkb_config_t, fkb_tensor_t, view32_t, view64_t
+  !> A custom layer's forward reports a failure with fkb_layer_fail(message): the predict call
+  !> returns FKB_ERR_LAYER with it.
+  public :: fkb_layer_fail
 end module fkb

@@ -7,7 +7,8 @@ module fkb_network_m
   use iso_fortran_env, only: real32, real64, int64
   use iso_c_binding, only: c_null_char
   use fkb_errors, only: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_SHAPE, FKB_ERR_MEMORY, &
-                        FKB_ERR_FORMAT, set_error, report
+                        FKB_ERR_FORMAT, FKB_ERR_LAYER, set_error, report, clear_layer_error, &
+                        take_layer_error
   use fkb_tensor, only: FKB_FLOAT32, FKB_FLOAT64
   use fkb_config, only: int_text
   use fkb_model, only: fkb_model_t
@@ -769,6 +770,7 @@ contains
                      // int_text(n))
       return
     end if
+    call clear_layer_error()
     if (f64) then
       at = 0
       do k = 1, ni
@@ -833,6 +835,7 @@ contains
       end if
     end if
     if (islot > 0) call release_slot(slot)
+    if (take_layer_error(msg)) st = FKB_ERR_LAYER
 
   contains
 
