@@ -46,6 +46,7 @@ module fkb_network_m
     type(fkb_model_t) :: model
     type(fkb_plan_t) :: plan                    !! inference (identities skipped)
     type(fkb_plan_t) :: plan_mc                 !! the same with stochastic layers (MC dropout)
+    integer(int64), allocatable :: io_rows(:)   !! values per sample: inputs, then outputs
     type(ws_slot), allocatable :: pool(:)
     character(len=:), allocatable :: desc       !! header text + NUL, for the C API
     type(fkb_trainer_t), allocatable :: trainer !! after `compile`
@@ -99,6 +100,7 @@ contains
     type(fkb_model_t) :: model
     type(fkb_trainer_t), allocatable :: trainer
     character(len=:), allocatable :: msg
+    integer, allocatable :: outs(:)
     integer :: st, i
     msg = ''
     call init_backend()
@@ -117,6 +119,9 @@ contains
       self%model = model
       call build_plan(self%model, .false., self%plan)
       call build_plan(self%model, .true., self%plan_mc)
+      outs = model%output_values()
+      self%io_rows = [(model%value_size(i), i=1, model%n_graph_inputs()), &
+                      (model%value_size(outs(i)), i=1, size(outs))]
       if (allocated(self%pool)) deallocate(self%pool)
       allocate(self%pool(POOL_SIZE))
       self%desc = model%header() // c_null_char
@@ -681,10 +686,8 @@ contains
     type(ws_slot), target :: spare
     type(ws_slot), pointer :: slot
     type(fkb_plan_t), pointer :: plan
-    integer(int64), allocatable :: rows(:)
     integer(int64) :: n, conv_in, conv_out, at
     integer :: islot, ni, no, k
-    integer, allocatable :: outs(:)
     logical :: ok, f64, in64, out64
     st = FKB_OK
     if (.not. allocated(self%desc)) then
@@ -692,8 +695,7 @@ contains
       return
     end if
     ni = self%model%n_graph_inputs()
-    outs = self%model%output_values()
-    no = size(outs)
+    no = size(self%io_rows) - ni
     in64 = present(xs64)
     out64 = present(ys64)
     if (in64) then
@@ -729,9 +731,8 @@ contains
     conv_in = 0
     conv_out = 0
     f64 = self%model%dtype == FKB_FLOAT64
-    allocate(rows(ni + no))
+    associate (rows => self%io_rows)
     do k = 1, ni
-      rows(k) = self%model%value_size(k)
       if (in64) then
         ok = check(xs64(k)%rows, xs64(k)%cols, associated(xs64(k)%p), rows(k), 'input', k)
       else
@@ -741,7 +742,6 @@ contains
       if (in64 .neqv. f64) conv_in = conv_in + rows(k) * n
     end do
     do k = 1, no
-      rows(ni + k) = self%model%value_size(outs(k))
       if (out64) then
         ok = check(ys64(k)%rows, ys64(k)%cols, associated(ys64(k)%p), rows(ni + k), 'output', k)
       else
@@ -834,6 +834,7 @@ contains
         end do
       end if
     end if
+    end associate
     if (islot > 0) call release_slot(slot)
     if (take_layer_error(msg)) st = FKB_ERR_LAYER
 
@@ -844,8 +845,16 @@ contains
       logical, intent(in) :: assoc
       character(len=*), intent(in) :: what
       integer, intent(in) :: idx
+      check = assoc .and. r == want .and. c == n
+      if (.not. check) call shape_error(r, c, assoc, want, what, idx)
+    end function check
+
+    subroutine shape_error(r, c, assoc, want, what, idx)
+      integer(int64), intent(in) :: r, c, want
+      logical, intent(in) :: assoc
+      character(len=*), intent(in) :: what
+      integer, intent(in) :: idx
       character(len=:), allocatable :: label
-      check = .false.
       label = what
       if (merge(ni, no, what == 'input') > 1) label = what // ' ' // int_text(int(idx, int64))
       if (.not. assoc) then
@@ -858,10 +867,8 @@ contains
         call set_error(st, msg, FKB_ERR_SHAPE, label // ' holds ' // int_text(c) // &
                        ' samples; every input and output must hold the batch size ' // &
                        int_text(n))
-      else
-        check = .true.
       end if
-    end function check
+    end subroutine shape_error
 
     subroutine fit_state(s, ok2)
       ! A state of another batch size (or none yet) starts again from zero.

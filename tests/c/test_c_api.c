@@ -83,6 +83,105 @@ done:
     check(net == NULL, "free sets the pointer to NULL", name);
 }
 
+static int parse_sizes(const char *text, int64_t *sizes, int max)
+{
+    int n = 0;
+    const char *p = text;
+    while (*p && n < max) {
+        sizes[n++] = strtoll(p, (char **)&p, 10);
+        if (*p == ',') p++;
+    }
+    return n;
+}
+
+/* A case with several inputs/outputs or shaped data: x.bin/y.bin rows hold the inputs/outputs
+ * of a sample concatenated; fkb_network_predict_multi[_f64] takes one array per input. */
+static void run_multi_case(const char *dir, const char *name, const char *dtype, int64_t n_in,
+                           int64_t n_out, int64_t n, const char *in_text, const char *out_text)
+{
+    int64_t in_sizes[16], out_sizes[16];
+    int ni = parse_sizes(in_text, in_sizes, 16), no = parse_sizes(out_text, out_sizes, 16);
+    char path[2048];
+    snprintf(path, sizeof path, "%s/%s.fkb", dir, name);
+    fkb_network *net = NULL;
+    check(fkb_network_load(path, &net) == FKB_OK && net != NULL, "load", name);
+    if (!net) return;
+    check(fkb_network_input_count(net) == ni && fkb_network_output_count(net) == no, "counts",
+          name);
+    for (int k = 0; k < ni; k++) {
+        check(fkb_network_input_size(net, k) == in_sizes[k], "input size", name);
+        int64_t dims[8], prod = 1;
+        int rank = fkb_network_io_shape(net, 0, k, dims, 8);
+        for (int r = 0; r < rank; r++) prod *= dims[r];
+        check(rank >= 1 && prod == in_sizes[k], "input shape", name);
+        check(fkb_network_io_name(net, 0, k, NULL, 0) > 0, "input name", name);
+    }
+    for (int k = 0; k < no; k++) check(fkb_network_output_size(net, k) == out_sizes[k],
+                                       "output size", name);
+    int f64 = strcmp(dtype, "float64") == 0;
+    double *x = read_f64(dir, name, ".x.bin", (size_t)(n_in * n));
+    double *ref = read_f64(dir, name, ".y.bin", (size_t)(n_out * n));
+    check(x && ref, "reference data", name);
+    if (!x || !ref) goto done;
+    double *xs[16], *ys[16], *yall = malloc((size_t)(n_out * n) * sizeof *yall);
+    float *xfs[16], *yfs[16];
+    int64_t off = 0;
+    for (int k = 0; k < ni; k++) {
+        xs[k] = malloc((size_t)(in_sizes[k] * n) * sizeof(double));
+        xfs[k] = malloc((size_t)(in_sizes[k] * n) * sizeof(float));
+        for (int64_t b = 0; b < n; b++)
+            for (int64_t i = 0; i < in_sizes[k]; i++) {
+                xs[k][b * in_sizes[k] + i] = x[b * n_in + off + i];
+                xfs[k][b * in_sizes[k] + i] = (float)x[b * n_in + off + i];
+            }
+        off += in_sizes[k];
+    }
+    for (int k = 0; k < no; k++) {
+        ys[k] = malloc((size_t)(out_sizes[k] * n) * sizeof(double));
+        yfs[k] = malloc((size_t)(out_sizes[k] * n) * sizeof(float));
+    }
+    const int64_t batches[3] = {1, 7, n};
+    for (int pass = 0; pass < 6; pass++) {
+        int64_t b = batches[pass % 3];
+        int use_float = pass >= 3;
+        fkb_status st = use_float
+            ? fkb_network_predict_multi(net, ni, (const float *const *)xfs, b, no, yfs, NULL)
+            : fkb_network_predict_multi_f64(net, ni, (const double *const *)xs, b, no, ys, NULL);
+        check(st == FKB_OK, use_float ? "predict_multi" : "predict_multi_f64", name);
+        off = 0;
+        for (int k = 0; k < no; k++) {
+            for (int64_t s = 0; s < b; s++)
+                for (int64_t i = 0; i < out_sizes[k]; i++)
+                    yall[s * n_out + off + i] = use_float ? yfs[k][s * out_sizes[k] + i]
+                                                          : ys[k][s * out_sizes[k] + i];
+            off += out_sizes[k];
+        }
+        check(worst(yall, ref, (size_t)(b * n_out), f64 && !use_float ? 1e-12 : 1e-5) <= 1,
+              use_float ? "float arrays vs Keras" : "double arrays vs Keras", name);
+    }
+    /* The wrong number of arrays and a NULL array: clear errors, the network still works. */
+    check(fkb_network_predict_multi_f64(net, ni + 1, (const double *const *)xs, 1, no, ys,
+                                        NULL) == FKB_ERR_ARGUMENT &&
+              strstr(fkb_last_error(), "input(s)") != NULL,
+          "wrong input count refused", name);
+    double *saved = xs[0];
+    xs[0] = NULL;
+    check(fkb_network_predict_multi_f64(net, ni, (const double *const *)xs, 1, no, ys, NULL) ==
+              FKB_ERR_ARGUMENT, "NULL input refused", name);
+    xs[0] = saved;
+    check(fkb_network_predict_multi_f64(net, ni, (const double *const *)xs, 1, no, ys, NULL) ==
+              FKB_OK, "usable after errors", name);
+    if (ni > 1)
+        check(fkb_network_predict_f64(net, xs[0], 1, ys[0]) == FKB_ERR_ARGUMENT,
+              "single-input call on a multi-input network refused", name);
+    for (int k = 0; k < ni; k++) { free(xs[k]); free(xfs[k]); }
+    for (int k = 0; k < no; k++) { free(ys[k]); free(yfs[k]); }
+    free(yall);
+done:
+    free(x); free(ref);
+    fkb_network_free(&net);
+}
+
 /* A custom loss from C: mean squared error (like the built-in), or a failure when asked. */
 static int c_mse(const double *y, const double *t, int64_t n_out, int64_t batch,
                  const double *w, double *loss, double *grad, void *user)
@@ -244,11 +343,17 @@ int main(int argc, char **argv)
     snprintf(path, sizeof path, "%s/cases.txt", argv[1]);
     FILE *f = fopen(path, "r");
     check(f != NULL, "cases.txt", path);
-    char name[256], dtype[32], first[256] = "";
+    char line[4096], name[256], dtype[32], ins[1024], outs[1024], first[256] = "";
     long long n_in, n_out, n;
-    while (f && fscanf(f, "%255s %31s %lld %lld %lld", name, dtype, &n_in, &n_out, &n) == 5) {
-        run_case(argv[1], name, dtype, n_in, n_out, n);
-        if (!first[0]) strcpy(first, name);
+    while (f && fgets(line, sizeof line, f)) {
+        int got = sscanf(line, "%255s %31s %lld %lld %lld %1023s %1023s", name, dtype, &n_in,
+                         &n_out, &n, ins, outs);
+        if (got == 7) {
+            run_multi_case(argv[1], name, dtype, n_in, n_out, n, ins, outs);
+        } else if (got == 5) {
+            run_case(argv[1], name, dtype, n_in, n_out, n);
+            if (!first[0]) strcpy(first, name);
+        }
     }
     if (f) fclose(f);
     bad_input(argv[1], first);
