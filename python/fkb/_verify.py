@@ -2,8 +2,10 @@
 
 Both run on the same inputs (random normal with a seed, or given). Keras is the reference: a
 Keras 3 model, or for a legacy tf.keras `.h5` file tf.keras itself (the ``tf_keras`` package)
-when it is installed. Per layer, the Keras layers are applied one after the other and compared
-with FKB networks truncated after the same layer.
+when it is installed. Per layer of a chain, the Keras layers are applied one after the other
+and compared with FKB networks truncated after the same layer. Per node of a graph (several
+inputs or outputs, skip connections, shaped data), the output of each FKB layer is compared
+with the Keras sub-model from the model's inputs to the layer of the same name.
 
 Tolerance (written down once): an output element passes when
 ``|fkb - keras| <= tol * max(1, |keras|)`` with ``tol = 1e-5`` for float32 models and
@@ -43,10 +45,12 @@ class VerifyResult:
     overall: Comparison
     layers: list[Comparison] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: one comparison per output of a network with several outputs (overall: the worst)
+    outputs: list[Comparison] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.overall.ok and all(c.ok for c in self.layers)
+        return self.overall.ok and all(c.ok for c in self.layers + self.outputs)
 
 
 def compare(label: str, got: np.ndarray, ref: np.ndarray, tol: float) -> Comparison:
@@ -116,13 +120,70 @@ def _chain(model: Any) -> list[Any]:
     return out
 
 
+def _keras_run(model: Any, xs: list[np.ndarray]) -> list[np.ndarray]:
+    """Keras' outputs (a list, float64); a model with a fixed batch size (stateful recurrent
+    layers) runs in batches of that size from the zero state (the last batch padded)."""
+    batch = tuple(model.inputs[0].shape)[0] if getattr(model, "inputs", None) else None
+    n = xs[0].shape[0]
+    if batch is None or batch == n:
+        ys = model(xs if len(xs) > 1 else xs[0], training=False)
+        ys = ys if isinstance(ys, (list, tuple)) else [ys]
+        return [np.asarray(y, dtype=np.float64) for y in ys]
+    parts = []
+    for start in range(0, n, batch):
+        for layer in model.layers:
+            if getattr(layer, "stateful", False):
+                layer.reset_states() if hasattr(layer, "reset_states") else layer.reset_state()
+        chunk = [x[start:start + batch] for x in xs]
+        short = batch - chunk[0].shape[0]
+        if short:
+            chunk = [np.concatenate([c, np.zeros((short,) + c.shape[1:], c.dtype)])
+                     for c in chunk]
+        ys = model(chunk if len(chunk) > 1 else chunk[0], training=False)
+        ys = ys if isinstance(ys, (list, tuple)) else [ys]
+        parts.append([np.asarray(y, dtype=np.float64)[:batch - short] for y in ys])
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+def _given_inputs(inputs: Any, net: Network) -> list[np.ndarray]:
+    names, shapes = net.input_names, net.input_shapes
+    if isinstance(inputs, dict) or hasattr(inputs, "files"):  # dict or .npz
+        missing = [n for n in names if n not in inputs]
+        if missing:
+            raise ValueError(f"inputs: no array for input(s) {missing} (have {list(inputs)})")
+        items = [inputs[n] for n in names]
+    elif isinstance(inputs, (list, tuple)) and len(names) > 1:
+        items = list(inputs)
+    else:
+        items = [inputs]
+    if len(items) != len(names):
+        raise ValueError(f"inputs: {len(items)} arrays for {len(names)} inputs {names}")
+    out = []
+    for a, shape in zip(items, shapes):
+        a = np.asarray(a, dtype=np.float64)
+        if a.shape == tuple(shape):
+            a = a[None]
+        if a.shape[1:] != tuple(shape):
+            raise ValueError(f"inputs: shape {a.shape}, expected (batch, "
+                             f"{', '.join(map(str, shape))})")
+        out.append(a)
+    return out
+
+
 def verify(keras_model: Any, fkb_model: Any, samples: int = 1000, seed: int = 0,
-           inputs: np.ndarray | None = None, per_layer: bool = True) -> VerifyResult:
-    """Runs both models on the same inputs and compares them (see the module docstring)."""
+           inputs: Any = None, per_layer: bool = True) -> VerifyResult:
+    """Runs both models on the same inputs and compares them (see the module docstring).
+
+    ``inputs``: an array (batch, *input_shape), or for several inputs a list of arrays or a
+    dict (or `.npz` archive) by input name; None: ``samples`` random normal samples."""
     net = fkb_model if isinstance(fkb_model, Network) else Network.load(fkb_model)
     dtype = net.dtype.name
     tol = TOLERANCES[dtype]
     model, reference = _reference_model(keras_model)
+    spec = net._header()
+    if not (spec.is_chain() and len(spec.input_shapes()[0]) == 1 and
+            len(spec.output_shapes()[0]) == 1):
+        return _verify_graph(model, reference, net, samples, seed, inputs, per_layer)
     if inputs is None:
         x = np.random.default_rng(seed).standard_normal((samples, net.n_inputs))
     else:
@@ -152,9 +213,61 @@ def verify(keras_model: Any, fkb_model: Any, samples: int = 1000, seed: int = 0,
     return result
 
 
+def _verify_graph(model: Any, reference: str, net: Network, samples: int, seed: int,
+                  inputs: Any, per_layer: bool) -> VerifyResult:
+    """verify() for graphs and shaped data: outputs, then every node by layer name."""
+    dtype = net.dtype.name
+    tol = TOLERANCES[dtype]
+    if inputs is None:
+        rng = np.random.default_rng(seed)
+        xs = [rng.standard_normal((samples,) + tuple(s)) for s in net.input_shapes]
+    else:
+        xs = _given_inputs(inputs, net)
+    xs = [x.astype(dtype) for x in xs]
+    refs = _keras_run(model, xs)
+    got = net.predict(xs if len(xs) > 1 else xs[0])
+    got = got if isinstance(got, list) else [got]
+    names = net.output_names
+    outs = [compare(f"output {n}" if len(names) > 1 else "output", g, r, tol)
+            for n, g, r in zip(names, got, refs)]
+    if len(refs) != len(got):
+        outs = [Comparison(f"outputs ({len(got)} vs Keras' {len(refs)})", np.inf, np.inf,
+                           False)]
+    worst = max(outs, key=lambda c: (not c.ok, c.max_scaled))
+    overall = Comparison("output" if len(outs) == 1 else "outputs (worst)", worst.max_abs,
+                         worst.max_scaled, all(c.ok for c in outs))
+    result = VerifyResult(dtype, xs[0].shape[0], tol, reference, overall,
+                          outputs=outs if len(outs) > 1 else [])
+    if not per_layer:
+        return result
+    spec = net.to_spec()
+    root = type(model).__module__.split(".")[0]
+    if root == "tf_keras":
+        import tf_keras as K
+    else:
+        import keras as K
+    skipped = []
+    for layer in spec.layers:
+        try:
+            klayer = model.get_layer(layer.name)
+            ins = model.inputs if len(model.inputs) > 1 else model.inputs[0]
+            sub = K.Model(ins, klayer.output)
+        except Exception:
+            skipped.append(layer.name)
+            continue
+        part = Network.from_spec(spec.subgraph([layer.name])).predict(
+            xs if len(xs) > 1 else xs[0])
+        ref = _keras_run(sub, xs)[0]
+        result.layers.append(compare(f"{layer.name} ({layer.type})", part, ref, tol))
+    if skipped:
+        result.notes.append(f"not compared (no layer of that name in the Keras model: nested "
+                            f"or shared layers): {', '.join(skipped)}")
+    return result
+
+
 def format_result(r: VerifyResult, title: str = "") -> str:
     rows = [("layer", "max |Δ|", "max |Δ|/max(1,|y|)", "")]
-    for c in r.layers + [r.overall]:
+    for c in r.layers + r.outputs + [r.overall]:
         rows.append((c.label, f"{c.max_abs:.3e}", f"{c.max_scaled:.3e}",
                      "ok" if c.ok else "FAIL"))
     w0 = max(len(a) for a, *_ in rows) + 2

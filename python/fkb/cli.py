@@ -108,7 +108,15 @@ def _info(args: argparse.Namespace) -> int:
     spec = spec_from_any(args.model)
     print(format_summary(spec))
     print(f"Precision: {spec.dtype}")
-    print(f"Inputs: {spec.n_inputs}  Outputs: {spec.n_outputs}  Layers: {len(spec.layers)}")
+    if spec.uses_v12():
+        print("Inputs: " + ", ".join(f"{i.name} {tuple(i.shape)}" for i in spec.inputs) +
+              f"  ({spec.n_inputs} values per sample)")
+        print("Outputs: " + ", ".join(f"{n} {s}" for n, s in
+                                      zip(spec.output_names(), spec.output_shapes())) +
+              f"  ({spec.n_outputs} values per sample)")
+        print(f"Layers: {len(spec.layers)}  (format 1.2)")
+    else:
+        print(f"Inputs: {spec.n_inputs}  Outputs: {spec.n_outputs}  Layers: {len(spec.layers)}")
     if spec.training:
         print(f"Training state: optimizer {spec.training.get('optimizer')!r}, loss "
               f"{spec.training.get('loss')!r}, {spec.training.get('state')} "
@@ -173,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("fkb_model")
     v.add_argument("--samples", type=int, default=1000, help="random samples (default 1000)")
     v.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    v.add_argument("--inputs", help=".npy file of inputs (batch, n_inputs) instead")
+    v.add_argument("--inputs", help=".npy file of inputs (batch, *input_shape) instead; for "
+                   "several inputs a .npz file with one array per input name")
     v.add_argument("--no-per-layer", action="store_true", help="compare the outputs only")
     v.set_defaults(func=_verify)
     return p

@@ -443,3 +443,38 @@ def test_engine_single_input_rank3(graph_case):
     out = net.predict([xs[0][:2].astype(dtype)])
     assert out.shape == (2, 7, 2)
     assert net.predict(np.zeros((0, 7, 4), dtype)).shape == (0, 7, 2)
+
+
+@pytest.mark.engine
+def test_cli_info_and_verify_graph(tmp_path, graph_case):
+    pytest.importorskip("fkb._core")
+    from test_cli import run
+
+    _, model, xs, _ = graph_case("residual_mlp_float64")
+    src = tmp_path / "res.keras"
+    model.save(src)
+    out = tmp_path / "res.fkb"
+    run("convert", src, "-o", out, check_rc=0)
+    info = run("info", out, check_rc=0).stdout
+    assert "Inputs: features (8,)" in info and "Outputs: head (4,)" in info
+    assert "Connected to" in info and "stem, block0_b" in info
+    v = run("verify", src, out, "--samples", 30, check_rc=0).stdout
+    assert "skip0 (add)" in v and "PASS" in v
+    np.save(tmp_path / "x.npy", xs[0][:5])
+    run("verify", src, out, "--inputs", tmp_path / "x.npy", check_rc=0)
+
+
+@pytest.mark.engine
+def test_verify_multi_input_graph(graph_case):
+    pytest.importorskip("fkb._core")
+    import fkb
+    from fkb._verify import format_result, verify
+
+    _, model, xs, _ = graph_case("merge_graph_float32")
+    net = fkb.from_keras(model)
+    r = verify(model, net, samples=20)
+    text = format_result(r)
+    assert r.ok, text
+    assert "output per_step" in text and "cat_steps (concatenate)" in text
+    r = verify(model, net, inputs={"seq": xs[0][:4], "vec": xs[1][:4]}, per_layer=False)
+    assert r.ok and r.samples == 4
