@@ -21,7 +21,7 @@ module fkb_layer_registry
   use fkb_layer_merge, only: fkb_merge_t
   implicit none
   private
-  public :: new_layer, fkb_register_layer
+  public :: new_layer, fkb_register_layer, is_builtin
 
   type :: user_type
     character(len=:), allocatable :: name
@@ -95,6 +95,14 @@ contains
     end if
     layer%type_name = type_name
   end subroutine new_layer
+
+  logical function is_builtin(type_name)
+    !! Whether type_name is one of FKB's own layer types (not registered by the host).
+    character(len=*), intent(in) :: type_name
+    class(fkb_layer_t), allocatable :: probe
+    call builtin(type_name, probe)
+    is_builtin = allocated(probe)
+  end function is_builtin
 
   subroutine builtin(type_name, layer)
     ! The built-in layer types: one `case` line each.

@@ -25,6 +25,7 @@ module fkb_network_m
   use fkb_plan, only: fkb_plan_t, loc_t, build_plan, LOC_IN, LOC_OUT
   use fkb_layer, only: view32_t, view64_t
   use fkb_refs, only: fkb_ref32, fkb_ref64
+  use fkb_layer_registry, only: is_builtin
   implicit none
   private
   public :: fkb_network, fkb_rnn_state
@@ -47,6 +48,8 @@ module fkb_network_m
     type(fkb_plan_t) :: plan                    !! inference (identities skipped)
     type(fkb_plan_t) :: plan_mc                 !! the same with stochastic layers (MC dropout)
     integer(int64), allocatable :: io_rows(:)   !! values per sample: inputs, then outputs
+    integer :: n_graph_in = 0
+    logical :: user_layers = .false.            !! has layer types registered by the host
     type(ws_slot), allocatable :: pool(:)
     character(len=:), allocatable :: desc       !! header text + NUL, for the C API
     type(fkb_trainer_t), allocatable :: trainer !! after `compile`
@@ -122,6 +125,9 @@ contains
       outs = model%output_values()
       self%io_rows = [(model%value_size(i), i=1, model%n_graph_inputs()), &
                       (model%value_size(outs(i)), i=1, size(outs))]
+      self%n_graph_in = model%n_graph_inputs()
+      self%user_layers = .not. all([(is_builtin(model%layers(i)%l%type_name), &
+                                     i=1, model%n_layers)])
       if (allocated(self%pool)) deallocate(self%pool)
       allocate(self%pool(POOL_SIZE))
       self%desc = model%header() // c_null_char
@@ -694,7 +700,7 @@ contains
       call set_error(st, msg, FKB_ERR_ARGUMENT, 'the network is not loaded')
       return
     end if
-    ni = self%model%n_graph_inputs()
+    ni = self%n_graph_in
     no = size(self%io_rows) - ni
     in64 = present(xs64)
     out64 = present(ys64)
@@ -770,7 +776,8 @@ contains
                      // int_text(n))
       return
     end if
-    call clear_layer_error()
+    ! Only host-registered layers can report failures (fkb_layer_fail).
+    if (self%user_layers) call clear_layer_error()
     if (f64) then
       at = 0
       do k = 1, ni
@@ -836,7 +843,9 @@ contains
     end if
     end associate
     if (islot > 0) call release_slot(slot)
-    if (take_layer_error(msg)) st = FKB_ERR_LAYER
+    if (self%user_layers) then
+      if (take_layer_error(msg)) st = FKB_ERR_LAYER
+    end if
 
   contains
 
