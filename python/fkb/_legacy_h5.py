@@ -2,7 +2,9 @@
 
 The architecture comes from the file's ``model_config`` attribute, parsed with ``json.loads``;
 the weights from ``model_weights/<layer>/<weight name>`` in the order of the ``weight_names``
-attribute (the Keras 2 ``get_weights()`` order). Nothing stored in the file is executed:
+attribute (the Keras 2 ``get_weights()`` order). Sequential models and Functional graphs
+(several inputs and outputs, merges, shaped data) are read; shared layers and models nested in
+Functional models are refused. Nothing stored in the file is executed:
 no ``eval``, no pickle, no Keras deserialization. Lambda layers and unknown or custom layers are
 refused by name.
 """
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import FKBFormatError, UnsupportedError
-from ._format import ModelSpec
+from ._format import InputSpec, ModelSpec
 from ._keras_layers import check_dtype_policy, convert_layer
 from ._keras_reader import _open_h5, _text, check_config_layers
 
@@ -70,7 +72,8 @@ def _inbound_names(layer: dict, where: str) -> list[str]:
     name = layer.get("name", "?")
     if len(nodes) != 1:
         raise UnsupportedError(
-            f"{where}: layer {name!r} is called {len(nodes)} times; FKB reads chains"
+            f"{where}: layer {name!r} is called {len(nodes)} times (a shared layer); FKB needs "
+            "one layer per call"
         )
     node = nodes[0]
     if isinstance(node, dict):  # newer serialization: {"args": [...], "kwargs": {...}}
@@ -78,74 +81,106 @@ def _inbound_names(layer: dict, where: str) -> list[str]:
         kwargs = {k: v for k, v in (node.get("kwargs") or {}).items() if v not in (None, False)}
         names = []
         for a in args:
-            hist = a.get("config", {}).get("keras_history") if isinstance(a, dict) else None
-            if not hist:
-                raise UnsupportedError(f"{where}: layer {name!r} has a non-tensor argument")
-            names.append(hist[0])
+            items = a if isinstance(a, list) else [a]
+            for item in items:
+                hist = item.get("config", {}).get("keras_history") \
+                    if isinstance(item, dict) else None
+                if not hist:
+                    raise UnsupportedError(f"{where}: layer {name!r} has a non-tensor argument")
+                if hist[1] != 0 or hist[2] != 0:
+                    raise UnsupportedError(f"{where}: layer {name!r} takes a second call or "
+                                           "output of a layer")
+                names.append(hist[0])
     else:
-        names = [entry[0] for entry in node]
+        names = []
         kwargs = {}
         for entry in node:
+            if len(entry) > 2 and (entry[1] != 0 or entry[2] != 0):
+                raise UnsupportedError(f"{where}: layer {name!r} takes a second call or output "
+                                       f"of layer {entry[0]!r}")
+            names.append(entry[0])
             if len(entry) > 3 and isinstance(entry[3], dict):
                 kwargs.update({k: v for k, v in entry[3].items() if v not in (None, False)})
     if kwargs:
         raise UnsupportedError(
             f"{where}: layer {name!r} is called with {sorted(kwargs)}; FKB supports plain calls"
         )
-    if len(names) != 1:
-        raise UnsupportedError(
-            f"{where}: layer {name!r} takes {len(names)} inputs; FKB reads chains of "
-            "single-input layers"
-        )
+    if not names:
+        raise UnsupportedError(f"{where}: layer {name!r} takes no input")
     return names
 
 
-def _chain(config: dict, where: str) -> tuple[list[dict], list | None]:
-    """(layer configs in order, batch input shape) of a Keras 2 Sequential/Functional config."""
+_MODELS = ("Sequential", "Functional", "Model")
+
+
+def _graph(config: dict, where: str) -> tuple[list[tuple[dict, list[str]]],
+                                              list[tuple[str, Any]], list[str]]:
+    """([(layer config, input names)] in execution order, [(input name, batch shape)],
+    output names) of a Keras 2 Sequential/Functional config."""
     cls = config.get("class_name")
     inner = config.get("config")
     if cls == "Sequential":
         layers = inner if isinstance(inner, list) else inner.get("layers", [])
         shape = None
-        out = []
+        in_name = "input"
+        out: list[tuple[dict, list[str]]] = []
+        prev = in_name
         for layer in layers:
             lc = layer.get("config", {})
-            if layer.get("class_name") in ("Sequential", "Functional", "Model"):
-                sub, sub_shape = _chain(layer, where)
-                shape = shape or sub_shape
-                out.extend(sub)
+            if layer.get("class_name") in _MODELS:
+                sub, sub_inputs, sub_outputs = _graph(layer, where)
+                if len(sub_inputs) != 1 or len(sub_outputs) != 1:
+                    raise UnsupportedError(f"{where}: nested model {lc.get('name')!r} with "
+                                           "several inputs or outputs inside a Sequential")
+                shape = shape or sub_inputs[0][1]
+                rename = {sub_inputs[0][0]: prev}
+                for lcfg, srcs in sub:
+                    out.append((lcfg, [rename.get(s, s) for s in srcs]))
+                prev = rename.get(sub_outputs[0], sub_outputs[0])
                 continue
             if shape is None and lc.get("batch_input_shape") is not None:
                 shape = lc["batch_input_shape"]
             if layer.get("class_name") != "InputLayer":
-                out.append(layer)
-        return out, shape
+                out.append((layer, [prev]))
+                prev = lc.get("name", layer.get("name"))
+        return out, [(in_name, shape)], [prev]
     if cls in ("Functional", "Model"):
         by_name = {layer["name"]: layer for layer in inner["layers"]}
-        inputs, outputs = inner.get("input_layers", []), inner.get("output_layers", [])
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise UnsupportedError(
-                f"{where}: model with {len(inputs)} inputs and {len(outputs)} outputs; FKB "
-                "reads chains with one input and one output"
-            )
-        input_name = inputs[0][0]
-        chain = []
-        current = outputs[0][0]
-        seen = set()
-        while current != input_name:
-            if current in seen or current not in by_name:
-                raise FKBFormatError(f"{where}: broken layer graph at {current!r}")
-            seen.add(current)
-            layer = by_name[current]
-            if layer.get("class_name") in ("Sequential", "Functional", "Model"):
+        in_layers = inner.get("input_layers", [])
+        out_layers = inner.get("output_layers", [])
+        if in_layers and isinstance(in_layers[0], str):  # a single input written unnested
+            in_layers = [in_layers]
+        if out_layers and isinstance(out_layers[0], str):
+            out_layers = [out_layers]
+        inputs = [entry[0] for entry in in_layers]
+        outputs = [entry[0] for entry in out_layers]
+        order: list[tuple[dict, list[str]]] = []
+        done = set(inputs)
+        visiting: set[str] = set()
+
+        def visit(name: str) -> None:
+            if name in done:
+                return
+            if name in visiting or name not in by_name:
+                raise FKBFormatError(f"{where}: broken layer graph at {name!r}")
+            visiting.add(name)
+            layer = by_name[name]
+            if layer.get("class_name") in _MODELS:
                 raise UnsupportedError(
-                    f"{where}: nested model {current!r} inside a functional legacy model"
+                    f"{where}: nested model {name!r} inside a functional legacy model"
                 )
-            chain.append(layer)
-            current = _inbound_names(layer, where)[0]
-        chain.reverse()
-        shape = by_name[input_name].get("config", {}).get("batch_input_shape")
-        return chain, shape
+            if layer.get("class_name") == "InputLayer":
+                raise UnsupportedError(f"{where}: input {name!r} is not an input of the model")
+            srcs = _inbound_names(layer, where)
+            for src in srcs:
+                visit(src)
+            order.append((layer, srcs))
+            done.add(name)
+
+        for name in outputs:
+            visit(name)
+        shapes = [(n, by_name[n].get("config", {}).get("batch_input_shape")) for n in inputs]
+        return order, shapes, outputs
     raise UnsupportedError(f"{where}: model class {cls!r}; FKB reads Sequential and Functional")
 
 
@@ -172,18 +207,21 @@ def spec_from_legacy_h5(path: str | os.PathLike) -> ModelSpec:
         except ValueError as e:
             raise FKBFormatError(f"{path}: model_config is not JSON: {e}") from e
         check_config_layers(config, path)
-        layers, shape = _chain(config, path)
-        if shape is None or len(shape) != 2 or shape[1] is None:
-            raise UnsupportedError(
-                f"{path}: input shape {shape}; FKB networks take rank-1 samples (batch, features)"
-            )
-        n = int(shape[1])
+        layers, inputs, outputs = _graph(config, path)
+        specs_in = []
+        for iname, shape in inputs:
+            if shape is None or len(shape) < 2 or any(d is None for d in shape[1:]):
+                raise UnsupportedError(
+                    f"{path}: input {iname!r} of shape {shape}; FKB needs every dimension but "
+                    "the batch known"
+                )
+            specs_in.append(InputSpec(iname, tuple(int(d) for d in shape[1:])))
         group = f["model_weights"] if "model_weights" in f else f
         keras_version = _text(f.attrs.get("keras_version", ""))
         training = _text(f.attrs["training_config"]) if "training_config" in f.attrs else None
         dtype = None
         converted = []
-        for layer in layers:
+        for layer, srcs in layers:
             cls = layer["class_name"]
             cfg = dict(layer.get("config", {}))
             lname = cfg.get("name", layer.get("name", "?"))
@@ -197,15 +235,35 @@ def spec_from_legacy_h5(path: str | os.PathLike) -> ModelSpec:
                 )
             cfg.pop("batch_input_shape", None)
             cfg.pop("input_shape", None)
-            converted.append((cls, cfg, _layer_weights(group, lname, path)))
-        spec = ModelSpec(dtype=dtype or "float32", n_inputs=n)
-        for cls, cfg, weights in converted:
+            if cls in ("TimeDistributed", "Bidirectional") and isinstance(cfg.get("layer"), dict):
+                sub = dict(cfg["layer"])
+                sub["config"] = {k: v for k, v in (sub.get("config") or {}).items()
+                                 if k not in ("batch_input_shape", "input_shape")}
+                cfg["layer"] = sub
+            converted.append((cls, cfg, _layer_weights(group, lname, path), srcs))
+        spec = ModelSpec(dtype=dtype or "float32", n_inputs=None, inputs=specs_in)
+        shapes = {i.name: i.shape for i in specs_in}
+        for cls, cfg, weights, srcs in converted:
+            in_shapes = [shapes[s] for s in srcs]
+            n = in_shapes[0][-1]
             if cls == "Normalization" and weights:
                 weights = [np.reshape(w, (-1,)) if np.size(w) == n else w for w in weights]
-            spec.layers.append(
-                convert_layer(cls, cfg, weights, n, spec.dtype, resolve_activation_k2)
-            )
-            n = spec.widths()[-1]
+            ls = convert_layer(cls, cfg, weights, in_shapes if len(in_shapes) > 1 else
+                               in_shapes[0], spec.dtype, resolve_activation_k2)
+            ls.inputs = list(srcs)
+            spec.layers.append(ls)
+            shapes[ls.name] = spec.shapes()[ls.name]
+        spec.outputs = list(outputs)
+        if spec.is_chain() and len(specs_in[0].shape) == 1:
+            # A chain over one rank-1 input: the format 1.0 file of earlier versions.
+            spec.inputs = [InputSpec("input", specs_in[0].shape)]
+            spec.outputs = []
+            for layer in spec.layers:
+                layer.inputs = None
+        elif spec.is_chain() and config.get("class_name") == "Sequential":
+            spec.outputs = []
+            for layer in spec.layers:
+                layer.inputs = None
     from . import __version__
 
     name = config.get("config", {}).get("name") if isinstance(config.get("config"), dict) else None
