@@ -21,7 +21,7 @@
 module fkb_ensemble_m
   use iso_fortran_env, only: real64, int64
   use iso_c_binding, only: c_char, c_long, c_null_char
-  use fkb_errors, only: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_IO, FKB_ERR_SHAPE, FKB_ERR_FORMAT, &
+  use fkb_errors, only: FKB_ERR_UNSUPPORTED, FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_IO, FKB_ERR_SHAPE, FKB_ERR_FORMAT, &
                         set_error, report
   use fkb_config, only: int_text
   use fkb_network_m, only: fkb_network
@@ -124,6 +124,12 @@ contains
       call members(i)%load(list(i)%s, stat=st, errmsg=text)
       if (st /= FKB_OK) then
         msg = 'member ' // int_text(int(i, int64)) // " ('" // list(i)%s // "'): " // trim(text)
+        exit
+      end if
+      if (members(i)%input_count() /= 1 .or. members(i)%output_count() /= 1) then
+        call set_error(st, msg, FKB_ERR_UNSUPPORTED, 'member ' // int_text(int(i, int64)) // &
+                       " ('" // list(i)%s // "') has several inputs or outputs; ensembles " // &
+                       'take models with one input and one output')
         exit
       end if
       if (members(i)%n_inputs() /= members(1)%n_inputs() .or. &

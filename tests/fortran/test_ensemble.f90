@@ -87,6 +87,7 @@ program test_ensemble
   call expect(FKB_ERR_ARGUMENT, 'at least one member', empty=.true.)
   call expect(FKB_ERR_IO, 'no_such_member.fkb', extra='/no_such_member.fkb')
   call expect(FKB_ERR_SHAPE, 'maps 94 -> 65', extra=WIDE)
+  call expect(FKB_ERR_UNSUPPORTED, 'several inputs or outputs', extra='merge_graph_float64')
   call expect(FKB_ERR_ARGUMENT, 'weights must be', weights=[1.0_real64, -1.0_real64])
   call expect(FKB_ERR_ARGUMENT, 'weights must be', weights=[0.0_real64, 0.0_real64])
   call check(ens%n_members() == 2, 'failed loads leave the ensemble as it was')
