@@ -97,8 +97,9 @@ class Network:
         in_shapes = spec.input_shapes()
         out_shapes = spec.output_shapes()
         if len(in_shapes) == 1 and len(out_shapes) == 1 and len(in_shapes[0]) == 1 and \
-                len(out_shapes[0]) == 1 and not isinstance(x, (dict, list, tuple)) and \
-                state is None:
+                len(out_shapes[0]) == 1 and not isinstance(x, dict) and state is None and \
+                not (isinstance(x, (list, tuple)) and len(x) == 1 and
+                     isinstance(x[0], np.ndarray) and x[0].ndim == 2):
             return self._core.predict(x)  # rank-1 in and out: the engine's own checks
         xs, single = self._inputs(x, spec)
         batch = xs[0].shape[0]
@@ -138,9 +139,8 @@ class Network:
             items = [x[n] for n in names]
         elif isinstance(x, (list, tuple)) and len(names) > 1:
             items = list(x)
-        elif isinstance(x, (list, tuple)) and len(x) == 1 and \
-                np.ndim(x[0]) >= len(shapes[0]) and np.ndim(x[0]) > 0 and \
-                not np.isscalar(x[0]):
+        elif isinstance(x, (list, tuple)) and len(x) == 1 and isinstance(x[0], np.ndarray) \
+                and x[0].ndim >= len(shapes[0]):
             items = [x[0]]  # [array] for a one-input network, as Keras accepts
         else:
             items = [x]
