@@ -13,6 +13,7 @@ module fkb_config
   type :: kv_t
     character(len=:), allocatable :: key, value
     logical :: used = .false.
+    logical :: list = .false.   !! a comma-separated list: items encoded one by one
   end type kv_t
 
   type :: fkb_config_t
@@ -32,16 +33,23 @@ module fkb_config
 
 contains
 
-  subroutine cfg_set(self, key, value)
-    !! Adds key=value (value not encoded), replacing an earlier value of the key.
+  subroutine cfg_set(self, key, value, list)
+    !! Adds key=value (value not encoded), replacing an earlier value of the key. With
+    !! list=.true. the value is a comma-separated list whose commas are kept when written
+    !! (docs/format.md: lists are comma-separated, each item percent-encoded on its own).
     class(fkb_config_t), intent(inout) :: self
     character(len=*), intent(in) :: key, value
+    logical, intent(in), optional :: list
     type(kv_t), allocatable :: grown(:)
     integer :: i
+    logical :: is_list
+    is_list = .false.
+    if (present(list)) is_list = list
     if (.not. allocated(self%items)) allocate(self%items(8))
     do i = 1, self%n
       if (self%items(i)%key == key) then
         self%items(i)%value = value
+        self%items(i)%list = is_list
         return
       end if
     end do
@@ -54,6 +62,7 @@ contains
     self%items(self%n)%key = key
     self%items(self%n)%value = value
     self%items(self%n)%used = .false.
+    self%items(self%n)%list = is_list
   end subroutine cfg_set
 
   integer function find(self, key)
@@ -189,9 +198,25 @@ contains
     class(fkb_config_t), intent(in) :: self
     character(len=:), allocatable :: text
     integer :: i
+    integer :: a, b
     text = ''
     do i = 1, self%n
-      text = text // ' ' // self%items(i)%key // '=' // percent_encode(self%items(i)%value)
+      text = text // ' ' // self%items(i)%key // '='
+      if (.not. self%items(i)%list) then
+        text = text // percent_encode(self%items(i)%value)
+        cycle
+      end if
+      associate (v => self%items(i)%value)
+        a = 1
+        do b = 1, len(v) + 1
+          if (b > len(v)) then
+            text = text // percent_encode(v(a:b - 1))
+          else if (v(b:b) == ',') then
+            text = text // percent_encode(v(a:b - 1)) // ','
+            a = b + 1
+          end if
+        end do
+      end associate
     end do
   end function cfg_to_text
 

@@ -470,6 +470,24 @@ contains
     end if
   end subroutine read_tensors
 
+  logical function uses_v12(model)
+    !! Whether a file of this model needs format 1.2: its records (graphs, shaped or named
+    !! inputs) or a layer type added in 1.2 (older readers refuse those by name anyway, but the
+    !! version then says why).
+    type(fkb_model_t), intent(in) :: model
+    character(len=*), parameter :: v12_types(*) = [character(len=24) :: 'add', 'subtract', &
+      'multiply', 'average', 'maximum', 'minimum', 'concatenate', 'conv1d', 'max_pooling1d', &
+      'average_pooling1d', 'global_average_pooling1d', 'global_max_pooling1d', &
+      'up_sampling1d', 'zero_padding1d', 'cropping1d', 'reshape', 'permute', &
+      'repeat_vector', 'simple_rnn', 'lstm', 'gru', 'bidirectional']
+    integer :: i
+    uses_v12 = model%uses_graph_records()
+    do i = 1, model%n_layers
+      if (uses_v12) return
+      uses_v12 = any(v12_types == model%layers(i)%l%type_name)
+    end do
+  end function uses_v12
+
   subroutine write_native(model, path, stat, msg, train)
     type(fkb_model_t), intent(in) :: model
     type(train_record_t), intent(in), optional :: train
@@ -493,7 +511,7 @@ contains
       return
     end if
     minor = 1
-    if (model%uses_graph_records()) minor = FORMAT_MINOR
+    if (uses_v12(model)) minor = FORMAT_MINOR
     write (u, iostat=ios, iomsg=iomsg) MAGIC, FORMAT_MAJOR, minor, int(len(header), int64), header
     do i = 1, model%n_layers
       if (ios /= 0) exit

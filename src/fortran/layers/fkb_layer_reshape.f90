@@ -175,8 +175,8 @@ contains
     class(fkb_reshape_t), intent(in) :: self
     type(fkb_config_t), intent(inout) :: cfg
     select case (self%op)
-    case (OP_RESHAPE); call cfg%set('target_shape', int_list_text(self%target))
-    case (OP_PERMUTE); call cfg%set('dims', int_list_text(self%dims))
+    case (OP_RESHAPE); call cfg%set('target_shape', int_list_text(self%target), list=.true.)
+    case (OP_PERMUTE); call cfg%set('dims', int_list_text(self%dims), list=.true.)
     case default;      call cfg%set('n', int_text(self%n))
     end select
   end subroutine reshape_options
