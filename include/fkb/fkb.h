@@ -274,6 +274,90 @@ FKB_API fkb_status fkb_ensemble_predict(const fkb_ensemble *ens, const double *x
 FKB_API fkb_status fkb_ensemble_predict_members(const fkb_ensemble *ens, const double *x,
                                                 int64_t batch, double *members);
 
+
+/* ---- Custom layers ---------------------------------------------------------------------
+ * A host program adds its own layer types written in C or C++ (docs/adding-a-layer.md,
+ * examples/custom_layer_c/): it registers a table of callbacks under a type name, and every
+ * `layer NAME ...` record of that type in a model file then runs those callbacks. Register
+ * before loading (registration is not thread-safe); a model file naming a type that is
+ * neither built in nor registered fails to load with a message naming it. */
+
+/** What configure sees of the layer being loaded: its options, input shape and precision.
+ *  Valid only during the configure call that receives it. */
+typedef struct fkb_layer_context fkb_layer_context;
+
+typedef struct fkb_layer_callbacks {
+    /** Required. Called once for each layer of this type as a model is loaded: read the
+     *  options (fkb_layer_option), look at the input (fkb_layer_input_size/_shape,
+     *  fkb_layer_dtype), set the output shape if it differs from the input's, declare the
+     *  tensors the file holds for the layer (fkb_layer_declare_tensor, in file order), and
+     *  store in *instance whatever forward needs (may stay NULL). Return 0 on success;
+     *  nonzero fails the load (FKB_ERR_FORMAT, with the text given to fkb_layer_set_error),
+     *  after destroy(*instance) if an instance was made. */
+    int (*configure)(fkb_layer_context *ctx, void *user_data, void **instance);
+    /** Required. y = layer(x) on a batch: x holds batch samples of fkb_layer_input_size values
+     *  each, y receives batch samples of the output size (samples contiguous, C order of
+     *  the per-sample shapes); float or double as dtype (FKB_FLOAT32/FKB_FLOAT64, the model's
+     *  precision). tensors[k] is the k-th declared tensor, C order of its declared shape, same
+     *  dtype; read-only. Return 0, or nonzero after writing a NUL-terminated message of at
+     *  most error_capacity bytes to error: the predict call then returns FKB_ERR_LAYER with
+     *  it, and the network stays usable. Called from many threads at once (one predict per
+     *  thread on one network): must not modify the instance without its own locking. */
+    int (*forward)(void *instance, int dtype, const void *x, void *y, int64_t batch,
+                   const void *const *tensors, char *error, size_t error_capacity);
+    /** Optional (NULL). Frees a non-NULL instance: called exactly once for each, when the
+     *  network holding the layer is freed or loads another file, or when its load fails. */
+    void (*destroy)(void *instance);
+    /** Optional (NULL: the layer cannot be trained and fkb_network_compile refuses the model).
+     *  Given the layer's input x, output y and dL/dy (dy), all batch samples, write dL/dx to
+     *  dx (dx is NULL when not needed: the first layer) and dL/d tensor k to grads[k] (same
+     *  layout as tensors[k]; overwrite, do not accumulate). Return 0, or nonzero with a
+     *  message as forward. Called on the thread that trains. */
+    int (*backward)(void *instance, int dtype, const void *x, const void *y, const void *dy,
+                    void *dx, int64_t batch, const void *const *tensors, void *const *grads,
+                    char *error, size_t error_capacity);
+} fkb_layer_callbacks;
+
+/** Registers a layer type: type_name is [a-z0-9_]+ and not a built-in type's; the table is
+ *  copied, user_data is passed to configure. Registering a name again replaces its callbacks
+ *  for later loads (networks already loaded keep theirs). */
+FKB_API fkb_status fkb_register_layer_callbacks(const char *type_name,
+                                                const fkb_layer_callbacks *callbacks,
+                                                void *user_data);
+
+/** The decoded value of option `key` of the layer record, or NULL if the record has no such
+ *  option. Reading an option marks it as used: an option configure never reads makes the
+ *  load fail naming it. The text stays valid until configure returns. */
+FKB_API const char *fkb_layer_option(fkb_layer_context *ctx, const char *key);
+
+/** The layer's name in the file (valid until configure returns). */
+FKB_API const char *fkb_layer_name(fkb_layer_context *ctx);
+
+/** Values per sample of the layer's input (the product of its shape). */
+FKB_API int64_t fkb_layer_input_size(const fkb_layer_context *ctx);
+
+/** Per-sample shape of the input: returns its rank and, if dims is not NULL and max_rank >=
+ *  rank, writes the dimensions to dims. */
+FKB_API int fkb_layer_input_shape(const fkb_layer_context *ctx, int64_t *dims, int max_rank);
+
+/** The precision the model computes in: FKB_FLOAT32 or FKB_FLOAT64. */
+FKB_API int fkb_layer_dtype(const fkb_layer_context *ctx);
+
+/** Per-sample shape of the output (rank 1..16, dimensions >= 1); default: the input's. */
+FKB_API fkb_status fkb_layer_set_output_shape(fkb_layer_context *ctx, int rank,
+                                              const int64_t *dims);
+
+/** Declares the next tensor the file holds for this layer: name [A-Za-z0-9_.]+ (at most 64
+ *  bytes), Keras shape (rank 1..16). The loader then requires the layer's `tensor` records
+ *  to be exactly these, in this order. At most 64 tensors. */
+FKB_API fkb_status fkb_layer_declare_tensor(fkb_layer_context *ctx, const char *name, int rank,
+                                            const int64_t *dims);
+
+/** The message of a failing configure (the last one set counts). A refused context call
+ *  (bad shape, duplicate tensor) fails the load with its own message even if configure
+ *  returns 0. */
+FKB_API void fkb_layer_set_error(fkb_layer_context *ctx, const char *message);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

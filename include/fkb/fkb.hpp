@@ -8,7 +8,9 @@
 #ifndef FKB_FKB_HPP
 #define FKB_FKB_HPP
 
+#include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -176,6 +178,176 @@ private:
 
     fkb_network *net_ = nullptr;
 };
+
+
+// ---- Custom layers ----------------------------------------------------------------------
+//
+//   struct Scale {                                   // a layer type: y = a * x
+//       double a;
+//       explicit Scale(fkb::LayerContext &ctx) : a(std::stod(ctx.option("a", "1"))) {}
+//       template <class T>
+//       void forward(const T *x, T *y, std::int64_t batch, fkb::Tensors<T> tensors) const
+//       { /* batch samples of input_size values -> batch samples of the output size */ }
+//   };
+//   fkb::register_layer<Scale>("scale");             // before loading files that use it
+//
+// The constructor is `configure` (read options, declare tensors, set the output shape; throw
+// to refuse the layer: the load fails with the exception's message); the destructor is
+// `destroy`. forward is const and may run on many threads at once; throwing from it makes
+// predict fail with FKB_ERR_LAYER and the message. An optional
+//   template <class T> void backward(const T *x, const T *y, const T *dy, T *dx,
+//       std::int64_t batch, fkb::Tensors<T> tensors, fkb::Grads<T> grads) const;
+// (dx may be nullptr) makes the layer trainable. See fkb_layer_callbacks in fkb.h.
+
+/// What a layer's constructor sees of the layer being loaded (valid during the constructor).
+class LayerContext {
+public:
+    explicit LayerContext(fkb_layer_context *ctx) noexcept : ctx_(ctx) {}
+    /// Whether the record has option key (reading it marks it used).
+    bool has_option(const std::string &key) const
+    {
+        return fkb_layer_option(ctx_, key.c_str()) != nullptr;
+    }
+    /// The option's value; throws if the record does not have it.
+    std::string option(const std::string &key) const
+    {
+        const char *v = fkb_layer_option(ctx_, key.c_str());
+        if (v == nullptr) throw Error(FKB_ERR_FORMAT, "missing option '" + key + "'");
+        return v;
+    }
+    /// The option's value, or fallback if the record does not have it.
+    std::string option(const std::string &key, const std::string &fallback) const
+    {
+        const char *v = fkb_layer_option(ctx_, key.c_str());
+        return v ? std::string(v) : fallback;
+    }
+    std::string name() const { return fkb_layer_name(ctx_); }
+    std::int64_t input_size() const { return fkb_layer_input_size(ctx_); }
+    std::vector<std::int64_t> input_shape() const
+    {
+        std::vector<std::int64_t> dims(static_cast<std::size_t>(
+            fkb_layer_input_shape(ctx_, nullptr, 0)));
+        fkb_layer_input_shape(ctx_, dims.data(), static_cast<int>(dims.size()));
+        return dims;
+    }
+    fkb_dtype dtype() const { return static_cast<fkb_dtype>(fkb_layer_dtype(ctx_)); }
+    void set_output_shape(const std::vector<std::int64_t> &dims)
+    {
+        if (fkb_layer_set_output_shape(ctx_, static_cast<int>(dims.size()), dims.data()) != FKB_OK)
+            throw Error(FKB_ERR_SHAPE, "output shape refused");
+    }
+    /// Declares the next tensor of the layer (file order) with its Keras shape.
+    void declare_tensor(const std::string &name, const std::vector<std::int64_t> &dims)
+    {
+        if (fkb_layer_declare_tensor(ctx_, name.c_str(), static_cast<int>(dims.size()),
+                                     dims.data()) != FKB_OK)
+            throw Error(FKB_ERR_ARGUMENT, "tensor '" + name + "' refused");
+    }
+    fkb_layer_context *handle() const noexcept { return ctx_; }
+
+private:
+    fkb_layer_context *ctx_;
+};
+
+/// The declared tensors of a layer in forward/backward: tensors[k] points to tensor k's data.
+template <class T> struct Tensors {
+    const void *const *p;
+    const T *operator[](std::size_t k) const noexcept { return static_cast<const T *>(p[k]); }
+};
+/// The gradients in backward, one per tensor, same layout (overwrite, do not accumulate).
+template <class T> struct Grads {
+    void *const *p;
+    T *operator[](std::size_t k) const noexcept { return static_cast<T *>(p[k]); }
+};
+
+namespace detail {
+template <class L, class = void> struct has_backward : std::false_type {};
+template <class L>
+struct has_backward<L, std::void_t<decltype(std::declval<const L &>().backward(
+                           std::declval<const double *>(), std::declval<const double *>(),
+                           std::declval<const double *>(), std::declval<double *>(),
+                           std::int64_t{}, std::declval<Tensors<double>>(),
+                           std::declval<Grads<double>>()))>> : std::true_type {};
+
+inline void copy_message(const char *what, char *error, std::size_t capacity) noexcept
+{
+    if (capacity == 0) return;
+    std::size_t n = 0;
+    for (; what[n] != '\0' && n + 1 < capacity; ++n) error[n] = what[n];
+    error[n] = '\0';
+}
+
+template <class Layer> struct LayerTrampolines {
+    static int configure(fkb_layer_context *ctx, void *, void **instance) noexcept
+    {
+        try {
+            LayerContext context(ctx);
+            *instance = new Layer(context);
+            return 0;
+        } catch (const std::exception &e) {
+            fkb_layer_set_error(ctx, e.what());
+        } catch (...) {
+            fkb_layer_set_error(ctx, "unknown C++ exception");
+        }
+        return 1;
+    }
+    static int forward(void *instance, int dtype, const void *x, void *y, std::int64_t batch,
+                       const void *const *tensors, char *error, std::size_t capacity) noexcept
+    {
+        try {
+            const Layer &layer = *static_cast<const Layer *>(instance);
+            if (dtype == FKB_FLOAT64)
+                layer.forward(static_cast<const double *>(x), static_cast<double *>(y), batch,
+                              Tensors<double>{tensors});
+            else
+                layer.forward(static_cast<const float *>(x), static_cast<float *>(y), batch,
+                              Tensors<float>{tensors});
+            return 0;
+        } catch (const std::exception &e) {
+            copy_message(e.what(), error, capacity);
+        } catch (...) {
+            copy_message("unknown C++ exception", error, capacity);
+        }
+        return 1;
+    }
+    static int backward(void *instance, int dtype, const void *x, const void *y, const void *dy,
+                        void *dx, std::int64_t batch, const void *const *tensors,
+                        void *const *grads, char *error, std::size_t capacity) noexcept
+    {
+        try {
+            const Layer &layer = *static_cast<const Layer *>(instance);
+            if (dtype == FKB_FLOAT64)
+                layer.backward(static_cast<const double *>(x), static_cast<const double *>(y),
+                               static_cast<const double *>(dy), static_cast<double *>(dx), batch,
+                               Tensors<double>{tensors}, Grads<double>{grads});
+            else
+                layer.backward(static_cast<const float *>(x), static_cast<const float *>(y),
+                               static_cast<const float *>(dy), static_cast<float *>(dx), batch,
+                               Tensors<float>{tensors}, Grads<float>{grads});
+            return 0;
+        } catch (const std::exception &e) {
+            copy_message(e.what(), error, capacity);
+        } catch (...) {
+            copy_message("unknown C++ exception", error, capacity);
+        }
+        return 1;
+    }
+    static void destroy(void *instance) noexcept { delete static_cast<Layer *>(instance); }
+};
+} // namespace detail
+
+/// Registers the C++ class Layer as the layer type `type_name` (see above); throws fkb::Error
+/// if the name is refused (not [a-z0-9_]+, or a built-in type's).
+template <class Layer> void register_layer(const std::string &type_name)
+{
+    using T = detail::LayerTrampolines<Layer>;
+    fkb_layer_callbacks callbacks{};
+    callbacks.configure = &T::configure;
+    callbacks.forward = &T::forward;
+    callbacks.destroy = &T::destroy;
+    if constexpr (detail::has_backward<Layer>::value) callbacks.backward = &T::backward;
+    detail::check(fkb_register_layer_callbacks(type_name.c_str(), &callbacks, nullptr));
+}
 
 } // namespace fkb
 

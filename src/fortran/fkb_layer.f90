@@ -94,6 +94,7 @@ module fkb_layer
     generic :: forward_ws => forward_ws_r32, forward_ws_r64
     procedure :: prepare => layer_prepare
     procedure :: is_identity => layer_is_identity
+    procedure :: release => layer_release
     procedure :: declare_params
   end type fkb_layer_t
 
@@ -189,6 +190,14 @@ contains
     class(fkb_layer_t), intent(in) :: self
     layer_is_identity = .false.
   end function layer_is_identity
+
+  subroutine layer_release(self)
+    !! Frees what the layer holds outside Fortran (a C layer's instance, fkb_c_layer). The
+    !! network calls it exactly once for each layer it drops: when it is freed or loads another
+    !! file, and for the layers of a load that failed. Copies of a layer object made while
+    !! loading share what it holds and are never released themselves. Default: nothing.
+    class(fkb_layer_t), intent(inout) :: self
+  end subroutine layer_release
 
   subroutine layer_sample_r32(self, x, y, key)
     class(fkb_layer_t), intent(in) :: self

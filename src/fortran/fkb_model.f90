@@ -65,6 +65,7 @@ module fkb_model
     procedure :: get_meta => model_get_meta
     procedure :: header => model_header
     procedure :: prepare => model_prepare
+    procedure :: release => model_release
   end type fkb_model_t
 
 contains
@@ -400,6 +401,17 @@ contains
       if (stat /= FKB_OK) return
     end do
   end subroutine model_prepare
+
+  subroutine model_release(self)
+    !! Lets every layer free what it holds outside Fortran (fkb_layer_t%release); called by the
+    !! network once for the model it drops. The model stays valid for everything but forward.
+    class(fkb_model_t), intent(inout) :: self
+    integer :: i
+    if (.not. allocated(self%layers)) return
+    do i = 1, self%n_layers
+      if (allocated(self%layers(i)%l)) call self%layers(i)%l%release()
+    end do
+  end subroutine model_release
 
   function model_header(self, train) result(text)
     !! The header text of the `.fkb` file of this model (docs/format.md), with the training

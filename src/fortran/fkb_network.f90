@@ -90,6 +90,7 @@ module fkb_network_m
     procedure, private :: predict_refs32, predict_refs64
     generic :: predict => predict_r32_2d, predict_r64_2d, predict_r32_1d, predict_r64_1d, &
                           predict_refs32, predict_refs64
+    final :: net_final
   end type fkb_network
 
 contains
@@ -119,6 +120,7 @@ contains
       deallocate(model%train)
     end if
     if (st == FKB_OK) then
+      call self%model%release()   ! the layers of the model this one replaces
       self%model = model
       call build_plan(self%model, .false., self%plan)
       call build_plan(self%model, .true., self%plan_mc)
@@ -134,9 +136,18 @@ contains
       ! A new model is compiled only if its file held a training state.
       if (allocated(self%trainer)) deallocate(self%trainer)
       if (allocated(trainer)) call move_alloc(trainer, self%trainer)
+    else
+      call model%release()        ! layers configured before the failure
     end if
     call report(st, msg, stat, errmsg)
   end subroutine net_load
+
+  impure elemental subroutine net_final(self)
+    !! A network that goes away releases its layers (fkb_layer_t%release: a C layer's
+    !! `destroy`), once. Do not copy a network by assignment: copies would share those.
+    type(fkb_network), intent(inout) :: self
+    call self%model%release()
+  end subroutine net_final
 
   subroutine net_save(self, path, stat, errmsg, format)
     !! Writes the network: format 'fkb' (default, bit-exact; with the optimizer state once

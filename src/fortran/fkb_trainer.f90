@@ -7,7 +7,8 @@
 module fkb_trainer
   use iso_fortran_env, only: real32, real64, int64
   use fkb_errors, only: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_SHAPE, FKB_ERR_UNSUPPORTED, &
-                        FKB_ERR_MEMORY, set_error
+                        FKB_ERR_MEMORY, FKB_ERR_LAYER, set_error, clear_layer_error, &
+                        take_layer_error
   use fkb_config, only: int_text
   use fkb_tensor, only: fkb_tensor_t, FKB_FLOAT64
   use fkb_model, only: fkb_model_t, train_record_t
