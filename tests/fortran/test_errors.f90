@@ -11,6 +11,12 @@ program test_errors
   character(len=*), parameter :: GOOD = 'fkb-model' // nl // 'dtype float32' // nl // &
     'input 2' // nl // 'layer dense name=d units=3 activation=relu use_bias=1' // nl // &
     'tensor kernel float32 2,3' // nl // 'tensor bias float32 3' // nl // 'end' // nl
+  ! A two-input graph: a dense branch on input a added to input b; outputs the sum and da.
+  character(len=*), parameter :: GRAPH = 'fkb-model' // nl // 'dtype float32' // nl // &
+    'input 2 name=a' // nl // 'input 3 name=b' // nl // &
+    'layer dense name=da units=3 activation=relu use_bias=1 inputs=a' // nl // &
+    'tensor kernel float32 2,3' // nl // 'tensor bias float32 3' // nl // &
+    'layer add name=s inputs=da,b' // nl // 'output s,da' // nl // 'end' // nl
   type(fkb_network) :: net
   real(real32) :: x(2, 4), y(3, 4), y_before(3, 4)
   real(real32), allocatable :: empty_x(:, :), empty_y(:, :)
@@ -53,6 +59,43 @@ program test_errors
   call expect_load(d // '/huge_tensor.fkb', FKB_ERR_FORMAT, 'truncated')
   call write_fkb(d // '/huge_input.fkb', replace(GOOD, 'input 2', 'input 1000000000000'), 36)
   call expect_load(d // '/huge_input.fkb', FKB_ERR_FORMAT, 'input shape must be positive')
+
+  ! Graphs (format 1.2) edited by hand: every broken reference or shape is named.
+  call write_fkb(d // '/graph.fkb', GRAPH, 36)
+  call expect_load(d // '/graph.fkb', FKB_OK, '')
+  call net%load(d // '/good.fkb')
+  x = 1
+  call net%predict(x, y_before)
+  call graph_case('unknown_input', replace(GRAPH, 'inputs=da,b', 'inputs=da,zz'), &
+                  FKB_ERR_FORMAT, "'zz' is not an input or an earlier layer")
+  call graph_case('self_reference', replace(GRAPH, 'inputs=da,b', 'inputs=da,s'), &
+                  FKB_ERR_FORMAT, "'s' is not an input or an earlier layer")
+  call graph_case('forward_reference', replace(GRAPH, 'inputs=a' // nl, 'inputs=s' // nl), &
+                  FKB_ERR_FORMAT, "'s' is not an input or an earlier layer")
+  call graph_case('duplicate_name', replace(GRAPH, 'name=s ', 'name=da '), FKB_ERR_FORMAT, &
+                  "the name 'da' is already taken")
+  call graph_case('duplicate_input', replace(GRAPH, 'name=b', 'name=a'), FKB_ERR_FORMAT, &
+                  "two inputs are called 'a'")
+  call graph_case('unknown_output', replace(GRAPH, 'output s,da', 'output s,zz'), &
+                  FKB_ERR_FORMAT, "output record: 'zz' is not an input or an earlier layer")
+  call graph_case('twice_output', replace(GRAPH, 'output s,da', 'output s,s'), &
+                  FKB_ERR_FORMAT, "'s' named twice")
+  call graph_case('unnamed_first', replace(GRAPH, ' inputs=a' // nl, nl), FKB_ERR_FORMAT, &
+                  'the first layer must name its inputs')
+  call graph_case('merge_shapes', replace(GRAPH, 'input 3 name=b', 'input 4 name=b'), &
+                  FKB_ERR_SHAPE, 'input 2 has shape (4), input 1 has (3)')
+  call graph_case('subtract_three', replace(GRAPH, 'layer add name=s inputs=da,b', &
+                  'layer subtract name=s inputs=da,b,a'), FKB_ERR_FORMAT, 'takes 2..2 inputs, got 3')
+  call graph_case('concat_axis', replace(GRAPH, 'layer add name=s inputs=da,b', &
+                  'layer concatenate name=s axis=2 inputs=da,b'), FKB_ERR_FORMAT, &
+                  'axis 2 is not an axis of the per-sample shape')
+  call graph_case('late_input', replace(GRAPH, 'layer add', 'input 4 name=c' // nl // &
+                  'layer add'), FKB_ERR_FORMAT, 'misplaced or malformed input record')
+  call graph_case('bad_shape', replace(GRAPH, 'input 3 name=b', 'input 3,0 name=b'), &
+                  FKB_ERR_FORMAT, 'input shape must be positive')
+  call graph_case('output_first', replace(replace(GRAPH, 'output s,da' // nl, ''), &
+                  'layer dense', 'output a' // nl // 'layer dense'), FKB_ERR_FORMAT, &
+                  'misplaced or malformed output record')
 
   ! Unknown names and options.
   call write_fkb(d // '/layer.fkb', replace(GOOD, 'layer dense', 'layer conv9d'), 36)
@@ -146,6 +189,21 @@ contains
                fkb_status_name(code) // " with '" // text // "', got " // &
                fkb_status_name(stat) // ': ' // trim(msg))
   end subroutine expect_load
+
+  subroutine graph_case(name, header, code, text)
+    ! A broken graph header is refused with its message; the network loaded before is kept.
+    character(len=*), intent(in) :: name, header, text
+    integer, intent(in) :: code
+    integer :: st
+    character(len=1024) :: m
+    real(real32) :: yy(3, 4)
+    call write_fkb(d // '/graph_' // name // '.fkb', header, 36)
+    call expect_load(d // '/graph_' // name // '.fkb', code, text)
+    m = ''
+    call net%load(d // '/graph_' // name // '.fkb', stat=st, errmsg=m)
+    call net%predict(x, yy, stat=st)
+    call check(st == FKB_OK .and. all(yy == y_before), name // ': the loaded network still works')
+  end subroutine graph_case
 
   subroutine expect_predict_r32(xx, yy, code, text)
     real(real32), intent(in) :: xx(:, :)
