@@ -268,23 +268,67 @@ contains
   end subroutine percent_decode
 
   pure function real_text(x) result(text)
-    !! A decimal form of x that reads back to the same double.
+    !! The shortest decimal form of x that reads back to the same double, written as Python's
+    !! repr writes it (0.2, 1e-05, 1.5e+20, 3.0), so that the engine and the Python writer give
+    !! the same header text.
     real(real64), intent(in) :: x
     character(len=:), allocatable :: text
     character(len=40) :: buf
+    character(len=:), allocatable :: digits
+    real(real64) :: back
+    integer :: d, ios, e, epos
     if (x /= x) then
       text = 'nan'
+      return
     else if (x > huge(x)) then
       text = 'inf'
+      return
     else if (x < -huge(x)) then
       text = '-inf'
-    else if (x == aint(x) .and. abs(x) < 1e15_real64) then
-      write (buf, '(i0,a)') int(x, int64), '.0'
-      text = trim(buf)
-    else
-      write (buf, '(es25.17e3)') x
-      text = trim(adjustl(buf))
+      return
+    else if (x == 0) then
+      text = merge('-0.0', '0.0 ', sign(1.0_real64, x) < 0)
+      text = trim(text)
+      return
     end if
+    ! Fewest significant digits that round-trip (at most 17 for a double).
+    do d = 1, 17
+      write (buf, '(es30.' // digit_text(d - 1) // 'e3)') abs(x)
+      read (buf, *, iostat=ios) back
+      if (ios == 0 .and. back == abs(x)) exit
+    end do
+    buf = adjustl(buf)
+    epos = index(buf, 'E')
+    read (buf(epos + 1:), *) e
+    digits = buf(1:1) // buf(3:epos - 1)       ! mantissa digits without the point
+    if (d == 1) digits = buf(1:1)
+    do while (len(digits) > 1 .and. digits(len(digits):len(digits)) == '0')
+      digits = digits(1:len(digits) - 1)
+    end do
+    if (e >= -4 .and. e < 16) then
+      if (e < 0) then                           ! 0.000ddd
+        text = '0.' // repeat('0', -e - 1) // digits
+      else if (len(digits) <= e + 1) then       ! ddd00.0
+        text = digits // repeat('0', e + 1 - len(digits)) // '.0'
+      else                                      ! dd.ddd
+        text = digits(1:e + 1) // '.' // digits(e + 2:)
+      end if
+    else                                        ! d.ddde+XX
+      text = digits(1:1)
+      if (len(digits) > 1) text = text // '.' // digits(2:)
+      write (buf, '(i0)') abs(e)
+      if (abs(e) < 10) buf = '0' // buf
+      text = text // 'e' // merge('-', '+', e < 0) // trim(buf)
+    end if
+    if (x < 0) text = '-' // text
+  contains
+    pure function digit_text(k) result(t)
+      integer, intent(in) :: k
+      character(len=:), allocatable :: t
+      character(len=4) :: b2
+      write (b2, '(i0)') k
+      t = trim(b2)
+    end function digit_text
   end function real_text
 
   pure function int_text(i) result(text)
