@@ -60,3 +60,12 @@ if(PKG_CONFIG AND CC)
   run(${CC} ${SRC}/c/main.c -o ${WORK}/pkgconfig_consumer ${flags} -lm -Wl,-rpath,${libdir})
   run_all_cases(${WORK}/pkgconfig_consumer)
 endif()
+
+# The C custom-layer example: a layer type written in C (fkb_register_layer_callbacks), built
+# against the installed headers; it writes a demo model using it and runs it. The Fortran
+# custom-layer example implements the same `scale_shift` type and must run that file too.
+run(${CMAKE_COMMAND} -S ${SRC}/../../examples/custom_layer_c -B ${WORK}/custom_c -G ${GENERATOR}
+    -DCMAKE_PREFIX_PATH=${PREFIX})
+run(${CMAKE_COMMAND} --build ${WORK}/custom_c)
+run(${WORK}/custom_c/custom_layer_c --demo ${WORK}/custom_c/demo.fkb)
+run(${WORK}/custom/custom_layer ${WORK}/custom_c/demo.fkb)
