@@ -184,10 +184,7 @@ contains
     if (.not. allocated(self%in_shapes)) allocate(self%in_shapes(0), self%in_names(0))
     k = size(self%in_shapes) + 1
     nm = name
-    if (len(nm) == 0) then
-      nm = 'input'
-      if (k > 1) nm = 'input_' // int_text(int(k, int64))
-    end if
+    if (len(nm) == 0) nm = default_input_name(k)
     if (self%n_layers > 0) then
       call set_error(stat, msg, FKB_ERR_FORMAT, "input '" // nm // "' after the first layer")
     else if (size(shape) < 1 .or. any(shape < 1)) then
@@ -423,13 +420,12 @@ contains
     type(fkb_config_t) :: cfg
     integer :: i, k, ni
     integer, allocatable :: outs(:)
-    logical :: v12
-    v12 = self%uses_graph_records()
     ni = self%n_graph_inputs()
     text = 'fkb-model' // nl // 'dtype ' // dtype_name(self%dtype) // nl
     do i = 1, ni
       text = text // 'input ' // list_text(self%in_shapes(i)%d)
-      if (v12) text = text // ' name=' // percent_encode(self%in_names(i)%s)
+      if (self%in_names(i)%s /= default_input_name(i)) &
+        text = text // ' name=' // percent_encode(self%in_names(i)%s)
       text = text // nl
     end do
     do i = 1, self%n_layers
@@ -480,6 +476,14 @@ contains
       end do
     end function names_text
   end function model_header
+
+  pure function default_input_name(k) result(name)
+    !! The name of the k-th input when its record has none: input, input_2, input_3, ...
+    integer, intent(in) :: k
+    character(len=:), allocatable :: name
+    name = 'input'
+    if (k > 1) name = 'input_' // int_text(int(k, int64))
+  end function default_input_name
 
   pure function list_text(d) result(t)
     !! "D1,D2,..." for a shape.
