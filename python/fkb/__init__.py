@@ -24,12 +24,14 @@ from ._errors import (
     FKBInternalError,
     FKBMemoryError,
     FKBVersionError,
+    LayerError,
     ShapeError,
     UnsupportedError,
 )
 from ._format import LayerSpec, ModelSpec, read_fkb, write_fkb
 from ._network import Network, RnnState, load
 from ._ensemble import Ensemble
+from ._custom import register_layer, registered_layer_types, unregister_layer
 from ._training import CustomLoss
 from . import optimizers
 
@@ -73,6 +75,10 @@ __all__ = [
     "FKBVersionError",
     "UnsupportedError",
     "ShapeError",
+    "LayerError",
+    "register_layer",
+    "unregister_layer",
+    "registered_layer_types",
     "FKBMemoryError",
     "FKBInternalError",
 ]

@@ -32,6 +32,8 @@ class Ensemble:
     def __init__(self, members: Members, weights: Sequence[float] | None = None,
                  noise_std: float | Sequence[float] = 0.0, copies: int = 1, seed: int = 0,
                  mc_dropout: bool = False):
+        from ._engine_layers import loading
+
         core = _core_module()
         if isinstance(members, (str, os.PathLike)):
             path = os.fspath(members)
@@ -39,13 +41,17 @@ class Ensemble:
                 raise FKBArgumentError("weights go with a list of members, not a folder or "
                                        "manifest (a manifest holds its own weights)")
             if os.path.isdir(path):
-                self._ens = core.Ensemble.from_directory(path)
+                files = sorted(os.path.join(path, f) for f in os.listdir(path)
+                               if f.endswith(".fkb"))
+                with loading(files):
+                    self._ens = core.Ensemble.from_directory(path)
             else:
                 self._ens = core.Ensemble.from_manifest(path)
         else:
             paths = [os.fspath(p) for p in members]
             w = None if weights is None else [float(v) for v in weights]
-            self._ens = core.Ensemble.from_paths(paths, w)
+            with loading(paths):
+                self._ens = core.Ensemble.from_paths(paths, w)
         std = np.atleast_1d(np.asarray(noise_std, dtype=np.float64))
         if std.ndim != 1:
             raise FKBArgumentError("noise_std must be a number or one value per input feature")

@@ -26,6 +26,9 @@ __all__ = [
     "ACTIVATIONS",
     "ALPHA_DEFAULTS",
     "LAYER_TYPES",
+    "CUSTOM_LAYER_TYPES",
+    "CustomLayerType",
+    "layer_type",
     "META_KEYS",
     "InputSpec",
     "LayerSpec",
@@ -418,6 +421,148 @@ for _name, _lt in list(LAYER_TYPES.items()):
 
 
 # --------------------------------------------------------------------------------------------
+# Registered layer types (fkb.register_layer): a user's own type, known by name only
+# --------------------------------------------------------------------------------------------
+
+#: Keys FKB itself handles on every layer of a registered type (not passed to the user's
+#: functions): `name`, `inputs` (format 1.2 graphs) and `trainable`.
+CUSTOM_RESERVED = frozenset(["name", "inputs", "trainable", "dtype", "tensor_names"])
+#: Kinds of an ``options`` schema: how a registered type's option values are read back.
+CUSTOM_KINDS = {int: "int", float: "float", bool: "bool", str: "str", list: "list",
+                "int": "int", "float": "float", "bool": "bool", "str": "str", "list": "list"}
+_TYPE_RE = re.compile(r"^[a-z0-9_]+\Z")
+_TENSOR_NAME_RE = re.compile(r"^[A-Za-z0-9_.]{1,64}\Z")
+
+
+class CustomLayerType(LayerType):
+    """A layer type registered with :func:`fkb.register_layer`.
+
+    Its options are free (any ``[a-z0-9_]+`` key; with an ``options`` schema, exactly the
+    schema's keys, each read back as its kind), its tensors are whatever the record lists
+    (the engine's layer checks them), and its output shape is ``output_shape(config,
+    input_shape)`` (default: the input's). One input.
+    """
+
+    def __init__(self, name: str, output_shape: Callable | None = None,
+                 options: dict | None = None, **registration: Any):
+        super().__init__(keys=(("trainable", "bool", False),), tensors=_no_tensors,
+                         out_shape=self._shape)
+        self.name = name
+        self.output_shape = output_shape
+        self.options = dict(options) if options is not None else None
+        #: keras_class, to_config_and_weights, from_config_and_weights, forward
+        self.__dict__.update(registration)
+
+    def _shape(self, config: dict, shapes: list) -> tuple:
+        if self.output_shape is None:
+            return shapes[0]
+        user = {k: v for k, v in config.items() if k != "trainable"}
+        try:
+            out = self.output_shape(user, tuple(shapes[0]))
+        except ShapeError:
+            raise
+        except Exception as e:
+            raise ShapeError(f"output_shape of layer type {self.name!r} failed: "
+                             f"{type(e).__name__}: {e}") from e
+        return _as_shape(out)
+
+
+#: Registered layer types by name (kept apart from the built-in LAYER_TYPES).
+CUSTOM_LAYER_TYPES: dict[str, CustomLayerType] = {}
+
+
+def layer_type(name: str) -> LayerType | None:
+    """The built-in or registered layer type called ``name`` (None: neither)."""
+    lt = LAYER_TYPES.get(name)
+    return lt if lt is not None else CUSTOM_LAYER_TYPES.get(name)
+
+
+def _unknown_type(where: str, ltype: str) -> UnsupportedError:
+    return UnsupportedError(f"{where}: unknown layer type {ltype!r} (neither built in nor "
+                            "registered with fkb.register_layer)")
+
+
+def check_custom_type_name(name: Any) -> str:
+    """A registrable type name: [a-z0-9_]+ and not a built-in type's."""
+    if not isinstance(name, str) or not _TYPE_RE.match(name):
+        raise UnsupportedError(f"layer type name {name!r} is not [a-z0-9_]+")
+    if name in LAYER_TYPES:
+        raise UnsupportedError(f"layer type name {name!r} is a built-in FKB layer type; "
+                               "choose another name")
+    return name
+
+
+def _custom_value_ok(v: Any) -> bool:
+    if isinstance(v, (bool, np.bool_, int, np.integer)):
+        return True
+    if isinstance(v, (float, np.floating)):
+        return math.isfinite(float(v))
+    return isinstance(v, str) and v != ""
+
+
+def _check_custom_config(where: str, lt: CustomLayerType, config: dict) -> None:
+    for key, v in config.items():
+        if not isinstance(key, str) or not _KEY_RE.match(key.encode("ascii", "replace")):
+            raise FKBFormatError(f"{where}: option name {key!r} is not [a-z0-9_]+")
+        if key == "trainable":
+            if not isinstance(v, (bool, np.bool_)):
+                raise FKBFormatError(f"{where}: trainable={v!r} is not a boolean")
+            continue
+        if key in CUSTOM_RESERVED:
+            raise FKBFormatError(f"{where}: option {key!r} is reserved by FKB")
+        if lt.options is not None and key not in lt.options:
+            raise UnsupportedError(f"{where}: key {key!r} is not known for a {lt.name} layer "
+                                   f"(its options: {', '.join(lt.options) or 'none'})")
+        items = list(v) if isinstance(v, (list, tuple)) else [v]
+        if not items or not all(_custom_value_ok(x) for x in items):
+            raise FKBFormatError(
+                f"{where}: option {key}={v!r} cannot be written (values are int, float "
+                "(finite), bool, non-empty str, or a non-empty list of those)")
+
+
+def _format_custom_value(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(_format_custom_value(x) for x in v)
+    if isinstance(v, str):
+        return percent_encode(v)
+    return format_number(v)
+
+
+def _parse_custom_scalar(text: str, kind: str | None) -> Any:
+    if kind == "str":
+        return text
+    if kind == "bool":
+        if text not in ("0", "1"):
+            raise ValueError("is not 0 or 1")
+        return text == "1"
+    if kind == "int":
+        if not _INT_RE.match(text):
+            raise ValueError("is not an integer")
+        return int(text)
+    if kind == "float":
+        if not _FLOAT_RE.match(text):
+            raise ValueError("is not a finite number")
+        return float(text)
+    # No schema: by syntax.
+    if _INT_RE.match(text):
+        return int(text)
+    if _FLOAT_RE.match(text):
+        return float(text)
+    return text
+
+
+def _parse_custom_value(where: str, lt: CustomLayerType, key: str, raw: bytes) -> Any:
+    kind = CUSTOM_KINDS[lt.options[key]] if lt.options is not None else None
+    try:
+        if kind == "list" or (kind is None and b"," in raw):
+            return [_parse_custom_scalar(percent_decode(r, where), None)
+                    for r in raw.split(b",")]
+        return _parse_custom_scalar(percent_decode(raw, where), kind)
+    except ValueError as e:
+        raise FKBFormatError(f"{where}: {key}={raw.decode('latin-1')!r} {e}") from None
+
+
+# --------------------------------------------------------------------------------------------
 # In-memory model
 # --------------------------------------------------------------------------------------------
 
@@ -646,11 +791,14 @@ class ModelSpec:
             if layer.name in shapes:
                 raise FKBFormatError(f"{where}: duplicate name (names of inputs and layers "
                                      "must be unique)")
-            lt = LAYER_TYPES.get(layer.type)
+            lt = layer_type(layer.type)
             if lt is None:
-                raise UnsupportedError(f"{where}: unknown layer type {layer.type!r}")
+                raise _unknown_type(where, layer.type)
             where = f"layer {layer.name!r} ({layer.type})"
-            _check_config(where, layer.type, lt, layer.config)
+            if isinstance(lt, CustomLayerType):
+                _check_custom_config(where, lt, layer.config)
+            else:
+                _check_config(where, layer.type, lt, layer.config)
             if layer.inputs is not None and (not isinstance(layer.inputs, (list, tuple))
                                              or not layer.inputs):
                 raise FKBFormatError(f"{where}: inputs= must name at least one input or layer")
@@ -684,8 +832,23 @@ class ModelSpec:
                 raise ShapeError(f"{where}: {e}") from None
             if not out or any(d < 1 for d in out):
                 raise ShapeError(f"{where}: output shape {out} is empty")
-            expected = lt.tensors(layer.config, in_shapes[0])
             got = [(name, _shape(t)) for name, t in layer.tensors]
+            if isinstance(lt, CustomLayerType):
+                # The record's own tensors (the engine's layer checks names and shapes).
+                seen_t: set = set()
+                for tname, tshape in got:
+                    if not isinstance(tname, str) or not _TENSOR_NAME_RE.match(tname):
+                        raise FKBFormatError(f"{where}: tensor name {tname!r} is not "
+                                             "[A-Za-z0-9_.]+ (at most 64 characters)")
+                    if tname in seen_t:
+                        raise FKBFormatError(f"{where}: two tensors named {tname!r}")
+                    seen_t.add(tname)
+                    if not 1 <= len(tshape) <= 16 or any(d < 1 for d in tshape):
+                        raise ShapeError(f"{where}: tensor {tname!r} has shape {tshape} "
+                                         "(rank 1 to 16, dimensions >= 1)")
+                shapes[layer.name] = out
+                continue
+            expected = lt.tensors(layer.config, in_shapes[0])
             if [e[0] for e in expected] != [g[0] for g in got]:
                 raise ShapeError(
                     f"{where}: tensors {[g[0] for g in got]} where a {layer.type} layer has "
@@ -858,14 +1021,21 @@ def format_header(spec: ModelSpec) -> str:
                 rec += " name=" + percent_encode(inp.name)
             lines.append(rec)
     for i, layer in enumerate(spec.layers):
-        lt = LAYER_TYPES[layer.type]
+        lt = layer_type(layer.type)
         fields = ["layer", layer.type, "name=" + percent_encode(layer.name)]
         explicit = spec.explicit_inputs(i)
         if explicit is not None:
             fields.append("inputs=" + format_list(explicit))
-        for key, kind, _ in lt.keys:
-            if key in layer.config:
-                fields.append(f"{key}={_format_value(kind, layer.config[key])}")
+        if isinstance(lt, CustomLayerType):
+            for key, value in layer.config.items():
+                if key != "trainable":
+                    fields.append(f"{key}={_format_custom_value(value)}")
+            if layer.config.get("trainable") is False:
+                fields.append("trainable=0")
+        else:
+            for key, kind, _ in lt.keys:
+                if key in layer.config:
+                    fields.append(f"{key}={_format_value(kind, layer.config[key])}")
         lines.append(" ".join(fields))
         for name, t in layer.tensors:
             shape = ",".join(str(d) for d in _shape(t))
@@ -995,10 +1165,11 @@ def parse_header(text: str | bytes) -> tuple[ModelSpec, list[tuple[str, tuple[in
             if len(fields) < 3:
                 raise FKBFormatError(f"{where()}: a layer needs a type and name=")
             ltype = fields[1].decode("latin-1")
-            lt = LAYER_TYPES.get(ltype)
+            lt = layer_type(ltype)
             if lt is None:
-                raise UnsupportedError(f"{where()}: unknown layer type {ltype!r}")
+                raise _unknown_type(where(), ltype)
             kinds = {k: kind for k, kind, _ in lt.keys}
+            custom = lt if isinstance(lt, CustomLayerType) else None
             config: dict[str, Any] = {}
             name = None
             layer_inputs: list[str] | None = None
@@ -1021,12 +1192,23 @@ def parse_header(text: str | bytes) -> tuple[ModelSpec, list[tuple[str, tuple[in
                         raise FKBFormatError(f"{where()}: layer {lname!r}: empty name in "
                                              "inputs=")
                     continue
+                if k in config:
+                    raise FKBFormatError(f"{where()}: layer {lname!r}: key {k!r} given twice")
+                if custom is not None and k != "trainable":
+                    if k in CUSTOM_RESERVED:
+                        raise FKBFormatError(f"{where()}: layer {lname!r}: option {k!r} is "
+                                             "reserved by FKB")
+                    if custom.options is not None and k not in custom.options:
+                        raise UnsupportedError(
+                            f"{where()}: layer {lname!r}: key {k!r} is not known for a "
+                            f"{ltype} layer (its options: {', '.join(custom.options) or 'none'})")
+                    config[k] = _parse_custom_value(f"{where()}: layer {lname!r}", custom, k,
+                                                    raw)
+                    continue
                 if k not in kinds:
                     raise UnsupportedError(
                         f"{where()}: layer {lname!r}: key {k!r} is not known for a {ltype} layer"
                     )
-                if k in config:
-                    raise FKBFormatError(f"{where()}: layer {lname!r}: key {k!r} given twice")
                 config[k] = _parse_value(f"{where()}: layer {lname!r}", k, kinds[k], raw)
             if name is None:
                 raise FKBFormatError(f"{where()}: {ltype} layer without name=")

@@ -18,6 +18,7 @@ import numpy as np
 
 from ._errors import FKBFileError, FKBFormatError, ShapeError, UnsupportedError
 from ._format import LAYER_TYPES, InputSpec, LayerSpec, ModelSpec
+from ._custom import custom_for_class
 from ._keras_layers import SUPPORTED_CLASSES, check_dtype_policy, convert_layer
 
 __all__ = ["spec_from_keras", "spec_from_path", "load_keras_file", "check_config_layers"]
@@ -202,6 +203,9 @@ class _GraphReader:
             name = f"{layer.name}_{k}"
             while name in self.shapes:
                 name += "_"
+        custom = custom_for_class(type(layer))
+        if custom is not None:
+            return self.convert_custom(layer, custom, name, srcs, keras_out)
         if cls not in SUPPORTED_CLASSES or getattr(keras.layers, cls, None) is not type(layer):
             if cls == "Lambda":
                 raise UnsupportedError(
@@ -213,17 +217,10 @@ class _GraphReader:
                                        "supported by FKB")
             raise UnsupportedError(
                 f"layer {layer.name!r}: layer type {cls!r} ({type(layer).__module__}) is not "
-                "supported by FKB"
+                "supported by FKB (a layer class of your own can be registered with "
+                "fkb.register_layer)"
             )
-        policy = getattr(layer.dtype_policy, "name", str(layer.dtype_policy))
-        d = check_dtype_policy(layer.name, cls, policy)
-        if self.dtype is None:
-            self.dtype = d
-        elif d != self.dtype:
-            raise UnsupportedError(
-                f"layer {layer.name!r} ({cls}) computes in {d} while the layers before it "
-                f"compute in {self.dtype}; FKB needs one precision per model"
-            )
+        self._layer_dtype(layer, cls)
         cfg = dict(layer.get_config())
         cfg["name"] = name
         weights = [np.asarray(w) for w in layer.get_weights()]
@@ -265,6 +262,43 @@ class _GraphReader:
             raise ShapeError(
                 f"layer {layer.name!r} ({cls}): Keras gives per-sample shape {tuple(want)}, FKB "
                 f"would compute {out}")
+        self._claim(name, "layer")
+        self.shapes[name] = out
+        self.layers.append(ls)
+        return name
+
+    def _layer_dtype(self, layer: Any, cls: str) -> None:
+        policy = getattr(layer.dtype_policy, "name", str(layer.dtype_policy))
+        d = check_dtype_policy(layer.name, cls, policy)
+        if self.dtype is None:
+            self.dtype = d
+        elif d != self.dtype:
+            raise UnsupportedError(
+                f"layer {layer.name!r} ({cls}) computes in {d} while the layers before it "
+                f"compute in {self.dtype}; FKB needs one precision per model"
+            )
+
+    def convert_custom(self, layer: Any, lt: Any, name: str, srcs: list[str],
+                       keras_out: Any) -> str:
+        """A layer of a class registered with fkb.register_layer -> its registered type."""
+        cls = type(layer).__name__
+        where = f"layer {layer.name!r} ({cls}, registered as {lt.name!r})"
+        if len(srcs) != 1:
+            raise UnsupportedError(f"{where}: takes {len(srcs)} inputs; a registered layer "
+                                   "type takes one")
+        self._layer_dtype(layer, cls)
+        ls = custom_layer_spec(layer, lt, name, self.dtype, where)
+        ls.inputs = list(srcs)
+        in_shapes = [self.shapes[s] for s in srcs]
+        try:
+            out = lt.out_shape(ls.config, in_shapes)
+        except ShapeError as e:
+            raise ShapeError(f"{where}: {e}") from None
+        want = _per_sample(keras_out.shape) if keras_out is not None else out
+        if tuple(want) != tuple(out):
+            raise ShapeError(
+                f"{where}: Keras gives per-sample shape {tuple(want)}, the registered type's "
+                f"output_shape gives {out} (give register_layer an output_shape)")
         self._claim(name, "layer")
         self.shapes[name] = out
         self.layers.append(ls)
@@ -352,6 +386,52 @@ class _GraphReader:
                     out = None
                 src = self.convert(layer, [src], out)
         return src
+
+
+def custom_layer_spec(layer: Any, lt: Any, name: str, dtype: str, where: str) -> LayerSpec:
+    """The LayerSpec of a Keras layer of a registered type (to_config_and_weights)."""
+    from ._custom import check_option_key
+
+    try:
+        result = lt.to_config_and_weights(layer)
+    except Exception as e:
+        raise UnsupportedError(f"{where}: to_config_and_weights failed: "
+                               f"{type(e).__name__}: {e}") from e
+    if not isinstance(result, (tuple, list)) or len(result) != 2 or \
+            not isinstance(result[0], dict):
+        raise UnsupportedError(f"{where}: to_config_and_weights must return (config dict, "
+                               f"list of weights), not {type(result).__name__}")
+    config = dict(result[0])
+    weights = list(result[1])
+    for key in ("name", "dtype", "trainable"):
+        config.pop(key, None)  # FKB takes these from the layer itself
+    names = config.pop("tensor_names", None)
+    if names is None:
+        names = [f"w{k}" for k in range(len(weights))]
+    elif isinstance(names, str) or len(list(names)) != len(weights):
+        raise ShapeError(f"{where}: tensor_names {names!r} does not name the {len(weights)} "
+                         "weights one by one")
+    for key in config:
+        try:
+            check_option_key(key)
+        except UnsupportedError as e:
+            raise UnsupportedError(f"{where}: {e}") from None
+    tensors = []
+    for tname, w in zip(list(names), weights):
+        a = np.asarray(w)
+        if a.dtype.kind not in "fiub":
+            raise UnsupportedError(f"{where}: weight {tname!r} of dtype {a.dtype} is not "
+                                   "numeric")
+        b = np.array(a, dtype=dtype, order="C")
+        if a.dtype != b.dtype and not np.array_equal(b.astype(a.dtype), a, equal_nan=True):
+            raise UnsupportedError(f"{where}: weight {tname!r} ({a.dtype}) has values that "
+                                   f"{dtype} cannot hold exactly; the model is {dtype}")
+        if b.ndim == 0:
+            b = b.reshape(1)
+        tensors.append((str(tname), b))
+    if not getattr(layer, "trainable", True) and tensors:
+        config["trainable"] = False
+    return LayerSpec(lt.name, name, config, tensors)
 
 
 def _all_none(v: Any) -> bool:
@@ -497,19 +577,53 @@ def check_config_layers(config: Any, where: str) -> None:
             "convert it"
         )
     registered = config.get("registered_name")
+    if _custom_for_config(cls, registered) is not None:
+        return
     if cls not in SUPPORTED_CLASSES or registered not in (None, cls):
         label = registered or cls
         if cls == "Masking":
             raise UnsupportedError(f"{where}: layer {name!r} (Masking): masking is not "
                                    "supported by FKB")
         raise UnsupportedError(
-            f"{where}: layer {name!r}: layer type {label!r} is not supported by FKB"
+            f"{where}: layer {name!r}: layer type {label!r} is not supported by FKB (a layer "
+            "class of your own can be registered with fkb.register_layer)"
         )
     if cls in ("TimeDistributed", "Bidirectional") and isinstance(inner, dict):
         for key in ("layer", "backward_layer"):
             sub = inner.get(key)
             if isinstance(sub, dict):
                 check_config_layers(sub, where)
+
+
+def _custom_for_config(cls: Any, registered: Any) -> Any:
+    """The registered FKB type of a layer config's class (by Keras' registered name, or by
+    class name when the config has none)."""
+    from ._format import CUSTOM_LAYER_TYPES
+
+    if not CUSTOM_LAYER_TYPES:
+        return None
+    keras = _keras()
+    for lt in CUSTOM_LAYER_TYPES.values():
+        k = lt.keras_class
+        if registered is not None:
+            if registered in (keras.saving.get_registered_name(k), k.__name__) and \
+                    cls == k.__name__:
+                return lt
+        elif cls == k.__name__:
+            return lt
+    return None
+
+
+def _custom_objects() -> dict:
+    """Keras custom_objects for the registered FKB types' classes."""
+    from ._format import CUSTOM_LAYER_TYPES
+
+    keras = _keras()
+    out = {}
+    for lt in CUSTOM_LAYER_TYPES.values():
+        out[lt.keras_class.__name__] = lt.keras_class
+        out[keras.saving.get_registered_name(lt.keras_class)] = lt.keras_class
+    return out
 
 
 def _sniff(path: str) -> bytes:
@@ -546,7 +660,8 @@ def load_keras_file(path: str | os.PathLike) -> tuple[Any, str | None]:
     else:
         raise FKBFormatError(f"{path}: not a Keras model file (.keras archive or HDF5)")
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        model = keras.saving.load_model(path, compile=False, safe_mode=True,
+                                        custom_objects=_custom_objects() or None)
     except (UnsupportedError, FKBFormatError):
         raise
     except Exception as e:

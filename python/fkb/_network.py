@@ -60,8 +60,12 @@ class Network:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Network":
         """Loads a `.fkb` file or a legacy FKB text file."""
+        from ._engine_layers import loading
+
         path = os.fspath(path)
-        net = cls(_core_module().Network(path), source=path)
+        with loading([path]):
+            core = _core_module().Network(path)
+        net = cls(core, source=path)
         training = _training_records(path)
         if training is not None and "loss" in training:
             # The engine restored the optimizer, its state and the loss: compiled.
@@ -76,7 +80,10 @@ class Network:
         with tempfile.TemporaryDirectory(prefix="fkb-") as tmp:
             path = os.path.join(tmp, "model.fkb")
             write_fkb(spec, path)
-            return cls(_core_module().Network(path))
+            from ._engine_layers import loading
+
+            with loading([spec]):
+                return cls(_core_module().Network(path))
 
     # -- computing -----------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import UnsupportedError
-from ._format import ALPHA_DEFAULTS, LayerSpec, ModelSpec
+from ._format import ALPHA_DEFAULTS, CUSTOM_LAYER_TYPES, LAYER_TYPES, LayerSpec, ModelSpec
 
 __all__ = ["spec_to_keras", "keras_activation", "keras_layer"]
 
@@ -55,6 +55,9 @@ def keras_layer(layer: LayerSpec, dtype: str) -> Any:
     L = keras.layers
     c = layer.config
     name = layer.name
+    custom = CUSTOM_LAYER_TYPES.get(layer.type)
+    if custom is not None and layer.type not in LAYER_TYPES:
+        return _custom_keras_layer(custom, layer, dtype)
     kw = {"name": name, "dtype": dtype}
     td = bool(c.get("time_distributed"))
     if td:  # the wrapped layer gets the wrapper's name with a suffix
@@ -134,8 +137,41 @@ def keras_layer(layer: LayerSpec, dtype: str) -> Any:
     return kl
 
 
+def _custom_keras_layer(lt: Any, layer: LayerSpec, dtype: str) -> Any:
+    """The Keras layer of a registered type (its from_config_and_weights)."""
+    import keras
+
+    config = {k: v for k, v in layer.config.items() if k != "trainable"}
+    config.update(name=layer.name, dtype=dtype)
+    weights = [np.array(t, dtype=dtype) for _, t in layer.tensors]
+    where = f"layer {layer.name!r} ({layer.type})"
+    try:
+        kl = lt.from_config_and_weights(config, weights)
+    except Exception as e:
+        raise UnsupportedError(f"{where}: from_config_and_weights failed: "
+                               f"{type(e).__name__}: {e}") from e
+    if not isinstance(kl, keras.layers.Layer):
+        raise UnsupportedError(f"{where}: from_config_and_weights returned a "
+                               f"{type(kl).__name__}, not a Keras layer")
+    kl._fkb_weights_set = bool(kl.built)
+    if layer.config.get("trainable") is False:
+        kl.trainable = False
+    return kl
+
+
 def _set_weights(kl: Any, layer: LayerSpec, dtype: str) -> None:
     weights = [np.asarray(t, dtype=dtype) for _, t in layer.tensors]
+    if getattr(kl, "_fkb_weights_set", None) is not None:
+        # A registered type: a layer built by from_config_and_weights has its weights.
+        if not kl._fkb_weights_set and weights:
+            try:
+                kl.set_weights(weights)
+            except Exception as e:
+                raise UnsupportedError(
+                    f"layer {layer.name!r} ({layer.type}): set_weights with the file's tensors "
+                    f"failed ({type(e).__name__}: {e}); from_config_and_weights may return a "
+                    "built layer with its weights set") from e
+        return
     if layer.type == "normalization":
         # Adapted-state weights (mean, variance, count), then Keras' own finalization.
         kl.set_weights(weights + [np.zeros((), dtype=kl.weights[2].dtype)])

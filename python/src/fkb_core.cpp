@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
+#include <memory>
 #include <mutex>
 #include <shared_mutex>
 #include <sstream>
@@ -658,6 +659,211 @@ private:
     mutable std::shared_mutex mutex_;
 };
 
+// ---- Layer types registered from Python (fkb.register_layer with forward) ----------------
+//
+// The engine calls these C callbacks (fkb_register_layer_callbacks); they take the GIL and call
+// fkb._engine_layers: configure(type_name, LayerContext) -> callable fn(x, weights) -> y, which
+// the forward callback runs on numpy views of the engine's arrays. A Python exception fails
+// the load (configure) or the predict call (forward: FKB_ERR_LAYER, fkb.LayerError) with its
+// message.
+
+// What configure sees (fkb_layer_context), valid only during the configure call.
+class LayerContext {
+public:
+    explicit LayerContext(fkb_layer_context *ctx) : ctx_(ctx) {}
+    void invalidate() { ctx_ = nullptr; }
+
+    py::object option(const std::string &key) {
+        const char *v = fkb_layer_option(get(), key.c_str());
+        if (v == nullptr) return py::none();
+        return py::str(v);
+    }
+    std::string name() { return fkb_layer_name(get()); }
+    std::vector<int64_t> input_shape() {
+        const int rank = fkb_layer_input_shape(get(), nullptr, 0);
+        std::vector<int64_t> dims(static_cast<size_t>(std::max(rank, 0)));
+        fkb_layer_input_shape(get(), dims.data(), rank);
+        return dims;
+    }
+    std::string dtype() { return fkb_layer_dtype(get()) == FKB_FLOAT32 ? "float32" : "float64"; }
+    void set_output_shape(const std::vector<int64_t> &dims) {
+        fkb_status st = fkb_layer_set_output_shape(get(), static_cast<int>(dims.size()),
+                                                   dims.data());
+        if (st != FKB_OK) raise_error(st, "set_output_shape refused");
+        out_shape = dims;
+    }
+    void declare_tensor(const std::string &tname, const std::vector<int64_t> &dims) {
+        fkb_status st = fkb_layer_declare_tensor(get(), tname.c_str(),
+                                                 static_cast<int>(dims.size()), dims.data());
+        if (st != FKB_OK) raise_error(st, "declare_tensor('" + tname + "') refused");
+        tensors.push_back(dims);
+    }
+
+    std::vector<int64_t> out_shape;             // empty: the input's
+    std::vector<std::vector<int64_t>> tensors;  // declared shapes, in order
+
+private:
+    fkb_layer_context *get() {
+        if (ctx_ == nullptr) {
+            raise_error(FKB_ERR_ARGUMENT, "a LayerContext is only valid during configure");
+        }
+        return ctx_;
+    }
+    fkb_layer_context *ctx_;
+};
+
+struct PyLayer {
+    py::object fn;  // fn(x, weights) -> y
+    std::vector<py::ssize_t> in_shape, out_shape;
+    std::vector<std::vector<py::ssize_t>> tensor_shapes;
+    int64_t out_size = 1;
+};
+
+// "ExceptionType: message" of the Python error being handled (the traceback left out).
+std::string python_error_text(py::error_already_set &e) {
+    std::string text;
+    try {
+        text = py::str(e.type().attr("__name__")).cast<std::string>();
+        std::string value = py::str(e.value()).cast<std::string>();
+        if (!value.empty()) text += ": " + value;
+    } catch (...) {
+        text = "Python error";
+    }
+    return text;
+}
+
+bool python_alive() {
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsInitialized() && !Py_IsFinalizing();
+#else
+    return Py_IsInitialized() && !_Py_IsFinalizing();
+#endif
+}
+
+int py_layer_configure(fkb_layer_context *ctx, void *user_data, void **instance) {
+    const auto *type_name = static_cast<const std::string *>(user_data);
+    if (!python_alive()) return 1;
+    py::gil_scoped_acquire gil;
+    auto *holder = new LayerContext(ctx);
+    py::object ctx_obj = py::cast(holder, py::return_value_policy::take_ownership);
+    try {
+        py::object fn = py::module_::import("fkb._engine_layers").attr("configure")(*type_name,
+                                                                                   ctx_obj);
+        auto *layer = new PyLayer();
+        layer->fn = fn;
+        const auto in = holder->input_shape();
+        layer->in_shape.assign(in.begin(), in.end());
+        const auto &out = holder->out_shape.empty() ? in : holder->out_shape;
+        layer->out_shape.assign(out.begin(), out.end());
+        for (auto d : out) layer->out_size *= d;
+        for (const auto &t : holder->tensors) layer->tensor_shapes.emplace_back(t.begin(), t.end());
+        holder->invalidate();
+        *instance = layer;
+        return 0;
+    } catch (py::error_already_set &e) {
+        std::string msg = python_error_text(e);
+        holder->invalidate();
+        fkb_layer_set_error(ctx, msg.c_str());
+        return 1;
+    } catch (std::exception &e) {
+        holder->invalidate();
+        fkb_layer_set_error(ctx, e.what());
+        return 1;
+    }
+}
+
+void write_error(char *error, size_t capacity, const std::string &msg) {
+    if (error == nullptr || capacity == 0) return;
+    const size_t n = std::min(msg.size(), capacity - 1);
+    std::copy(msg.data(), msg.data() + n, error);
+    error[n] = '\0';
+}
+
+template <typename T>
+void run_py_layer(PyLayer *layer, const void *x, void *y, int64_t batch,
+                  const void *const *tensors) {
+    auto view = [](const std::vector<py::ssize_t> &shape, const void *ptr) {
+        py::array a(py::dtype::of<T>(), shape, ptr, py::none());  // no copy (base given)
+        a.attr("flags").attr("writeable") = false;
+        return a;
+    };
+    std::vector<py::ssize_t> xs{static_cast<py::ssize_t>(batch)};
+    xs.insert(xs.end(), layer->in_shape.begin(), layer->in_shape.end());
+    py::list weights;
+    for (size_t k = 0; k < layer->tensor_shapes.size(); ++k) {
+        weights.append(view(layer->tensor_shapes[k], tensors[k]));
+    }
+    py::object r = layer->fn(view(xs, x), weights);
+    auto ya = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(r);
+    if (!ya) throw py::error_already_set();
+    std::vector<py::ssize_t> want{static_cast<py::ssize_t>(batch)};
+    want.insert(want.end(), layer->out_shape.begin(), layer->out_shape.end());
+    bool same = ya.ndim() == static_cast<py::ssize_t>(want.size());
+    for (py::ssize_t k = 0; same && k < ya.ndim(); ++k) same = ya.shape(k) == want[k];
+    if (!same) {
+        std::string got = "(", exp = "(";
+        for (py::ssize_t k = 0; k < ya.ndim(); ++k) got += (k ? ", " : "") + std::to_string(ya.shape(k));
+        for (size_t k = 0; k < want.size(); ++k) exp += (k ? ", " : "") + std::to_string(want[k]);
+        throw std::runtime_error("forward returned an array of shape " + got + "), expected " +
+                                 exp + ")");
+    }
+    std::copy(ya.data(), ya.data() + batch * layer->out_size, static_cast<T *>(y));
+}
+
+int py_layer_forward(void *instance, int dtype, const void *x, void *y, int64_t batch,
+                     const void *const *tensors, char *error, size_t error_capacity) {
+    auto *layer = static_cast<PyLayer *>(instance);
+    if (!python_alive()) {
+        write_error(error, error_capacity, "the Python interpreter is shutting down");
+        return 1;
+    }
+    py::gil_scoped_acquire gil;
+    try {
+        if (dtype == FKB_FLOAT32) {
+            run_py_layer<float>(layer, x, y, batch, tensors);
+        } else {
+            run_py_layer<double>(layer, x, y, batch, tensors);
+        }
+        return 0;
+    } catch (py::error_already_set &e) {
+        write_error(error, error_capacity, python_error_text(e));
+    } catch (std::exception &e) {
+        write_error(error, error_capacity, e.what());
+    }
+    return 1;
+}
+
+void py_layer_destroy(void *instance) {
+    auto *layer = static_cast<PyLayer *>(instance);
+    if (!python_alive()) {
+        layer->fn.release();  // the interpreter is gone: leave the object alone
+        delete layer;
+        return;
+    }
+    py::gil_scoped_acquire gil;
+    delete layer;
+}
+
+void register_py_layer(const std::string &type_name) {
+    static std::vector<std::unique_ptr<std::string>> names;  // user_data lives for the process
+    const std::string *user = nullptr;
+    for (const auto &n : names) {
+        if (*n == type_name) user = n.get();
+    }
+    if (user == nullptr) {
+        names.push_back(std::make_unique<std::string>(type_name));
+        user = names.back().get();
+    }
+    fkb_layer_callbacks cb{};
+    cb.configure = &py_layer_configure;
+    cb.forward = &py_layer_forward;
+    cb.destroy = &py_layer_destroy;
+    cb.backward = nullptr;
+    fkb_status status = fkb_register_layer_callbacks(type_name.c_str(), &cb,
+                                                     const_cast<std::string *>(user));
+    if (status != FKB_OK) raise_status(status);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -676,6 +882,17 @@ PYBIND11_MODULE(_core, m) {
     m.def("set_deterministic", [](bool on) { fkb_set_deterministic(on ? 1 : 0); }, py::arg("on"),
           "Deterministic mode for the process (see fkb.set_deterministic).");
     m.def("is_deterministic", [] { return fkb_is_deterministic() != 0; });
+
+    py::class_<LayerContext>(m, "LayerContext",
+                             "What configure of a Python-registered layer type sees.")
+        .def("option", &LayerContext::option, py::arg("key"))
+        .def("name", &LayerContext::name)
+        .def("input_shape", &LayerContext::input_shape)
+        .def("dtype", &LayerContext::dtype)
+        .def("set_output_shape", &LayerContext::set_output_shape, py::arg("dims"))
+        .def("declare_tensor", &LayerContext::declare_tensor, py::arg("name"), py::arg("dims"));
+    m.def("register_layer", &register_py_layer, py::arg("type_name"),
+          "Registers a layer type the engine runs through fkb._engine_layers (Python).");
 
     py::class_<Ensemble>(m, "Ensemble")
         .def_static("from_paths", &Ensemble::from_paths, py::arg("paths"),
