@@ -65,10 +65,24 @@ contains
           return
         end if
       end do
-      user_types = [user_types, user_type(name, null())]
+      call grow_user_types()
+      user_types(size(user_types))%name = name
       allocate(user_types(size(user_types))%mold, mold=mold)
     end if
     call report(st, msg, stat, errmsg)
+  contains
+    subroutine grow_user_types()
+      ! One more entry (move_alloc: array constructors of types with allocatable components
+      ! leak with gfortran 12).
+      type(user_type), allocatable :: grown(:)
+      integer :: j
+      allocate(grown(size(user_types) + 1))
+      do j = 1, size(user_types)
+        call move_alloc(user_types(j)%name, grown(j)%name)
+        call move_alloc(user_types(j)%mold, grown(j)%mold)
+      end do
+      call move_alloc(grown, user_types)
+    end subroutine grow_user_types
   end subroutine fkb_register_layer
 
   subroutine new_layer(type_name, layer, stat, msg)

@@ -195,9 +195,25 @@ contains
       call set_error(stat, msg, FKB_ERR_FORMAT, "two inputs are called '" // nm // "'")
     end if
     if (stat /= FKB_OK) return
-    self%in_shapes = [self%in_shapes, shape_t(shape)]
-    self%in_names = [self%in_names, string_t(nm)]
+    call grow_inputs()
+    self%in_shapes(k)%d = shape
+    self%in_names(k)%s = nm
     if (k == 1) self%n_in = product(shape)
+  contains
+    subroutine grow_inputs()
+      ! One more slot in each list (move_alloc: array constructors of types with allocatable
+      ! components leak with gfortran 12).
+      type(shape_t), allocatable :: shapes(:)
+      type(string_t), allocatable :: names(:)
+      integer :: j
+      allocate(shapes(k), names(k))
+      do j = 1, k - 1
+        call move_alloc(self%in_shapes(j)%d, shapes(j)%d)
+        call move_alloc(self%in_names(j)%s, names(j)%s)
+      end do
+      call move_alloc(shapes, self%in_shapes)
+      call move_alloc(names, self%in_names)
+    end subroutine grow_inputs
   end subroutine model_add_input
 
   subroutine model_set_outputs(self, names, stat, msg)
