@@ -2,6 +2,11 @@
 machine's own GEMM rate, measured in one run on one machine.
 
     python benchmarks/run_all.py --prefix build/prefix --work build/bench [--quick]
+                                 [--models tiny,spcam,wide,deep,conv_column,lstm]
+
+Models: four dense chains (tiny, spcam, wide, deep), a ClimSim-like Conv1D column model and a
+two-layer LSTM; the last two take (steps, channels) samples, flat in C order per sample from
+Fortran and C, shaped (batch, steps, channels) from Python.
 
 Systems (each runs in its own process, one per thread count, so thread settings hold):
   FKB-Fortran   net%predict from a Fortran program built against the installed package
@@ -12,9 +17,15 @@ Systems (each runs in its own process, one per thread count, so thread settings 
   Keras call    model(x, training=False).numpy(), eager
   Keras predict model.predict(x, batch_size=B)
   loop          one sample at a time, intrinsic matmul, allocating per layer, as the original
-                FKB did (fortran/loop_impl.inc); single-threaded by nature, run once (1 thread)
+                FKB did (fortran/loop_impl.inc); single-threaded by nature, run once (1 thread);
+                dense chains only (the original FKB had no Conv1D/LSTM)
   GEMM bound    the chain of sgemm/dgemm calls of the same shapes, same BLAS as FKB (no bias,
-                no activation): the physical bound for a batched dense forward pass
+                no activation): the physical bound for a batched dense forward pass; for the
+                Conv1D/LSTM models their GEMMs (gemm_shapes: im2col products; LSTM input
+                projections and per-step recurrent products)
+
+Before timing, every system's output is checked against Keras on the same inputs (FKB-Fortran
+and FKB-C through the timing programs' own `check` job).
 
 Every run measures afresh: nothing is cached between runs, nothing is hard-coded, and nothing is
 asserted about speed. Rounds are interleaved (the order of systems and thread counts rotates
@@ -37,6 +48,7 @@ import struct
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -45,12 +57,30 @@ import numpy as np  # noqa: E402
 HERE = pathlib.Path(__file__).resolve().parent
 SEED = 1234
 
-# name -> (description, n_in, hidden widths, n_out, hidden activation, leaky alpha)
+
+class Shaped(NamedTuple):
+    """A model on (steps, channels) samples. kind "conv": layers are (filters, kernel_size,
+    activation) of Conv1D layers with padding "same", stride 1; kind "lstm": layers are the
+    units of stacked LSTMs (all but the last return sequences), then Dense(n_out)."""
+    desc: str
+    kind: str
+    in_shape: tuple
+    layers: list
+    n_out: int
+
+
+# Dense chains: name -> (description, n_in, hidden widths, n_out, hidden activation, leaky
+# alpha); Conv1D/LSTM models: name -> Shaped.
 MODELS = {
     "tiny": ("tiny 5→3→4→3→2 (ReLU)", 5, [3, 4, 3], 2, "relu", 0.0),
     "spcam": ("SPCAM-like 94→5×256→65 (LeakyReLU 0.3)", 94, [256] * 5, 65, "leaky_relu", 0.3),
     "wide": ("wide 128→3×1024→128 (ReLU)", 128, [1024] * 3, 128, "relu", 0.0),
     "deep": ("deep-narrow 64→10×64→64 (ReLU)", 64, [64] * 10, 64, "relu", 0.0),
+    "conv_column": Shaped("ClimSim-like column (60, 6) → 2 × Conv1D(32, 3, same, ReLU) → "
+                          "Conv1D(8, 1) → (60, 8)", "conv", (60, 6),
+                          [(32, 3, "relu"), (32, 3, "relu"), (8, 1, "linear")], 8),
+    "lstm": Shaped("(30, 8) → LSTM(64, return_sequences) → LSTM(64) → Dense(8)", "lstm",
+                   (30, 8), [64, 64], 8),
 }
 BIG = ("10M-parameter 512→3×2048→512 (ReLU)", 512, [2048] * 3, 512, "relu", 0.0)
 TRAIN_BATCH = 256
@@ -114,14 +144,60 @@ def fmt_load(v) -> str:
     return "/".join(f"{x:.2f}" for x in v)
 
 
+def is_dense(spec) -> bool:
+    return not isinstance(spec, Shaped)
+
+
+def in_shape(spec) -> tuple:
+    """Per-sample input shape (Keras' shape without the batch axis)."""
+    return (spec[1],) if is_dense(spec) else tuple(spec.in_shape)
+
+
+def gemm_shapes(spec, batch: int) -> list:
+    """The BLAS work of a Conv1D/LSTM model's forward pass on `batch` samples, as GEMMs
+    (M, N, K, repeats): C(M, N) = W(M, K) · A(K, N).
+    conv: per layer the im2col GEMM C(filters, steps·batch) = W(filters, k·C_in) · cols.
+    lstm: per layer the input projection of all steps in one GEMM, C(4u, steps·batch) =
+    W(4u, C_in) · x, then one recurrent GEMM C(4u, batch) = U(4u, u) · h per step; then the
+    final Dense C(n_out, batch) = W(n_out, u) · h."""
+    steps, ch = spec.in_shape
+    out = []
+    if spec.kind == "conv":
+        for filters, k, _ in spec.layers:
+            out.append((filters, steps * batch, k * ch, 1))
+            ch = filters
+    else:
+        for u in spec.layers:
+            out.append((4 * u, steps * batch, ch, 1))
+            out.append((4 * u, batch, u, steps))
+            ch = u
+        out.append((spec.n_out, batch, ch, 1))
+    return out
+
+
 def n_params(spec) -> int:
+    if not is_dense(spec):
+        steps, ch = spec.in_shape
+        n = 0
+        if spec.kind == "conv":
+            for filters, k, _ in spec.layers:
+                n += k * ch * filters + filters
+                ch = filters
+            return n
+        for u in spec.layers:
+            n += ch * 4 * u + u * 4 * u + 4 * u
+            ch = u
+        return n + ch * spec.n_out + spec.n_out
     _, n_in, hidden, n_out, _, _ = spec
     dims = [n_in] + hidden + [n_out]
     return sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
 
 
 def flops(spec) -> int:
-    """Multiply-adds x 2 of the dense layers, per sample."""
+    """Multiply-adds x 2 of the dense layers (Conv1D/LSTM: of their GEMMs, gemm_shapes), per
+    sample."""
+    if not is_dense(spec):
+        return sum(2 * m * n * k * r for m, n, k, r in gemm_shapes(spec, 1))
     _, n_in, hidden, n_out, _, _ = spec
     dims = [n_in] + hidden + [n_out]
     return 2 * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
@@ -133,7 +209,6 @@ def flops(spec) -> int:
 def build_keras(spec, dtype: str):
     import keras
 
-    _, n_in, hidden, n_out, act, alpha = spec
     keras.utils.set_random_seed(SEED)
     # The global policy too: with only the layers' dtype set, the input layer stays float32 and
     # Keras rounds a float64 model's inputs to float32.
@@ -148,6 +223,19 @@ def build_keras(spec, dtype: str):
 def _build_keras(spec, dtype: str):
     import keras
 
+    if not is_dense(spec):
+        inp = keras.Input(in_shape(spec), dtype=dtype)
+        h = inp
+        if spec.kind == "conv":
+            for filters, k, act in spec.layers:
+                h = keras.layers.Conv1D(filters, k, padding="same", activation=act, dtype=dtype)(h)
+        else:
+            for i, u in enumerate(spec.layers):
+                h = keras.layers.LSTM(u, return_sequences=i < len(spec.layers) - 1, dtype=dtype)(h)
+            h = keras.layers.Dense(spec.n_out, dtype=dtype)(h)
+        model = keras.Model(inp, h)
+        model(np.zeros((1,) + in_shape(spec), dtype))
+        return model
     _, n_in, hidden, n_out, act, alpha = spec
     inp = keras.Input((n_in,), dtype=dtype)
     h = inp
@@ -180,35 +268,40 @@ def write_raw(model, spec, path: pathlib.Path) -> None:
             f.write(b.tobytes())
 
 
-def prepare_models(work: pathlib.Path, dtypes, log) -> dict:
-    """Keras model -> .keras, .fkb, .onnx, loop weights; checks the systems agree."""
+def prepare_models(work: pathlib.Path, dtypes, log, names=None) -> dict:
+    """Keras model -> .keras, .fkb, .onnx, loop weights (dense chains only); checks that
+    FKB-Python and ORT agree with Keras, and leaves the check batch (`check_x` file, C order,
+    and the Keras result `_ref`) for check_native."""
     import fkb
 
     mdir = work / "models"
     mdir.mkdir(parents=True, exist_ok=True)
     out: dict = {}
-    todo = [(m, d) for m in MODELS for d in dtypes] + [("big", "float32")]
+    todo = [(m, d) for m in (names or MODELS) for d in dtypes] + [("big", "float32")]
     for name, dtype in todo:
         spec = BIG if name == "big" else MODELS[name]
         stem = mdir / f"{name}_{dtype}"
         model = build_keras(spec, dtype)
         files = {"keras": f"{stem}.keras", "fkb": f"{stem}.fkb", "onnx": f"{stem}.onnx",
-                 "raw": f"{stem}.raw"}
+                 "raw": f"{stem}.raw", "check_x": f"{stem}.check_x.bin"}
         for p in files.values():
             if os.path.exists(p):
                 os.remove(p)
         model.save(files["keras"])
         fkb.convert(model, files["fkb"])
-        write_raw(model, spec, pathlib.Path(files["raw"]))
+        if is_dense(spec):  # the per-sample loop only runs dense chains
+            write_raw(model, spec, pathlib.Path(files["raw"]))
         info = {"files": files, "ort_error": None, "check": {}}
         try:
             model.export(files["onnx"], format="onnx", verbose=False)
         except Exception as e:  # noqa: BLE001 - reported in the results
             info["ort_error"] = f"ONNX export failed: {type(e).__name__}: {e}"
         # agreement on one batch (a sanity check of what is timed, not a test)
-        x = np.random.default_rng(SEED).uniform(-1, 1, (64, spec[1])).astype(dtype)
+        x = np.random.default_rng(SEED).uniform(-1, 1, (64,) + in_shape(spec)).astype(dtype)
         # (a direct call: model.predict would round float64 inputs to float32 first)
         ref = np.asarray(model(x, training=False), np.float64)
+        x.tofile(files["check_x"])  # flat, C order per sample: Fortran's x(n_in, 64)
+        info["_ref"] = ref
         info["check"]["fkb"] = float(np.max(np.abs(fkb.load(files["fkb"]).predict(x) - ref)))
         if info["ort_error"] is None:
             try:
@@ -241,6 +334,44 @@ def build_native(prefix: pathlib.Path, work: pathlib.Path) -> pathlib.Path:
     return bdir
 
 
+def check_native(native: pathlib.Path, work: pathlib.Path, models: dict, log) -> None:
+    """FKB-Fortran (batch and rank-1 calls) and FKB-C on the check batch of prepare_models,
+    through the timing programs' own input layout (flat, C order per sample), against Keras:
+    max |difference| into models[...]["check"]."""
+    cdir = work / "check"
+    cdir.mkdir(parents=True, exist_ok=True)
+    dbits = {"float32": 32, "float64": 64}
+    keys = [k for k in models if k[0] != "big"]
+    for prog, sysname in (("bench_fkb_jobs", "fkb-fortran"), ("bench_fkb_c", "fkb-c")):
+        lines = []
+        for m, d in keys:
+            f = models[(m, d)]["files"]
+            yp = cdir / f"{sysname}_{m}_{d}.bin"
+            if yp.exists():
+                yp.unlink()
+            lines.append(f"check {label(sysname, m, d, 64)} {f['fkb']} {dbits[d]} 64 {f['check_x']} {yp}")
+        jf = cdir / f"{sysname}.txt"
+        jf.write_text("\n".join(lines) + "\n")
+        out, err, rc, _ = run_worker([str(native / prog), str(jf), "0", "1", "1", "0"],
+                                     thread_env(1), timeout=600)
+        for m, d in keys:
+            info = models[(m, d)]
+            ref = info["_ref"].reshape(64, -1)
+            yp = cdir / f"{sysname}_{m}_{d}.bin"
+            y = np.fromfile(yp, dtype=d) if yp.exists() else np.zeros(0)
+            if y.size != ref.size + (ref.shape[1] if sysname == "fkb-fortran" else 0):
+                tail = " ".join((err.strip() or out.strip()).split())[-200:]
+                info["check"][sysname] = f"failed (exit {rc}): {tail}"
+                log(f"  {m} {d}: {NAMES[sysname]} check failed: {tail}")
+                continue
+            info["check"][sysname] = float(np.max(np.abs(y[:ref.size].reshape(ref.shape) - ref)))
+            msg = f"max |{NAMES[sysname]} - Keras| = {info['check'][sysname]:.2e}"
+            if sysname == "fkb-fortran":  # then the rank-1 call on the first sample
+                info["check"]["fkb-fortran-rank1"] = float(np.max(np.abs(y[ref.size:] - ref[0])))
+                msg += f", rank-1 call {info['check']['fkb-fortran-rank1']:.2e}"
+            log(f"  {m} {d}: {msg}")
+
+
 # ----------------------------------------------------------------------------------------------
 # jobs and workers
 
@@ -253,7 +384,7 @@ def worker_jobs(worker: str, threads: int, cfg, models) -> list:
     jobs = []
     dbits = {"float32": 32, "float64": 64}
     first = threads == cfg.threads[0]
-    for m in MODELS:
+    for m in cfg.models:
         for d in cfg.dtypes:
             info = models[(m, d)]
             f = info["files"]
@@ -269,13 +400,20 @@ def worker_jobs(worker: str, threads: int, cfg, models) -> list:
                     jobs.append((label("fkb-c", m, d, b),
                                  f"predict {label('fkb-c', m, d, b)} {f['fkb']} {dbits[d]} {b}"))
                 elif worker == "loop":
-                    jobs.append((label("loop", m, d, b),
-                                 f"loop {label('loop', m, d, b)} {f['raw']} {dbits[d]} {b} {cfg.loop_cols}"))
+                    if is_dense(spec):  # the original FKB's per-sample loop: dense chains only
+                        jobs.append((label("loop", m, d, b),
+                                     f"loop {label('loop', m, d, b)} {f['raw']} {dbits[d]} {b} {cfg.loop_cols}"))
                 elif worker == "gemm":
-                    dims = [spec[1]] + spec[2] + [spec[3]]
-                    jobs.append((label("gemm", m, d, b),
-                                 f"chain {label('gemm', m, d, b)} {dbits[d]} {b} {len(dims)} "
-                                 + " ".join(map(str, dims))))
+                    if is_dense(spec):
+                        dims = [spec[1]] + spec[2] + [spec[3]]
+                        jobs.append((label("gemm", m, d, b),
+                                     f"chain {label('gemm', m, d, b)} {dbits[d]} {b} {len(dims)} "
+                                     + " ".join(map(str, dims))))
+                    else:  # Conv1D / LSTM: their GEMMs (gemm_shapes), each on its own operands
+                        g = gemm_shapes(spec, b)
+                        jobs.append((label("gemm", m, d, b),
+                                     f"gemms {label('gemm', m, d, b)} {dbits[d]} {len(g)} "
+                                     + " ".join(" ".join(map(str, x)) for x in g)))
                 elif worker == "fkb-python":
                     jobs.append((label("fkb-python", m, d, b),
                                  dict(kind="predict", mode="fkb", path=f["fkb"], dtype=d, batch=b)))
@@ -289,7 +427,7 @@ def worker_jobs(worker: str, threads: int, cfg, models) -> list:
                             continue  # slow (tf.data per call); float64 Keras: call, tf.function
                         jobs.append((label(mode, m, d, b),
                                      dict(kind="predict", mode=mode, path=f["keras"], dtype=d, batch=b)))
-    if worker in ("fkb-python", "keras") and "spcam" in MODELS and cfg.train:
+    if worker in ("fkb-python", "keras") and ("spcam", "float32") in models and cfg.train:
         # training throughput: one Adam step (MSE) per call, SPCAM-like, float32, batch 256
         sysname = "fkb-python-train" if worker == "fkb-python" else "keras-train"
         f = models[("spcam", "float32")]["files"]
@@ -514,7 +652,7 @@ def make_report(cfg, meta, results, failures, models, rss) -> tuple[str, dict]:
             L.append("")
             L.append("| model | batch | " + " | ".join(NAMES[c] for c in cols) + " |")
             L.append("|---|---:|" + "---:|" * len(cols))
-            for m in MODELS:
+            for m in cfg.models:
                 for b in cfg.batches:
                     g = per_sample("gemm", m, d, t, b)
                     cells = []
@@ -530,16 +668,26 @@ def make_report(cfg, meta, results, failures, models, rss) -> tuple[str, dict]:
                     L.append(f"| {m} | {b} | " + " | ".join(cells) + " |")
             L.append("")
     L.append("Models: " + "; ".join(f"**{m}** = {MODELS[m][0]}, {n_params(MODELS[m]):,} parameters, "
-                                   f"{flops(MODELS[m]) / 1e6:.3g} MFLOP/sample" for m in MODELS) + ".")
+                                   f"{flops(MODELS[m]) / 1e6:.3g} MFLOP/sample" for m in cfg.models) + ".")
     L.append("`GEMM bound`: the fastest chain of sgemm/dgemm calls (sgemv/dgemv too for batch 1) of "
              "the model's shapes, no bias or activation, with at most that many threads (a "
              "2-thread system may use 1); the `%` after each figure is bound time ÷ system time.")
+    shaped = [m for m in cfg.models if not is_dense(MODELS[m])]
+    if shaped:
+        L.append("For " + ", ".join(f"**{m}**" for m in shaped) + " the GEMM bound is the "
+                 "model's GEMMs, each on its own operands: a Conv1D layer's im2col GEMM "
+                 "C(filters, steps·B) = W(filters, kernel·C_in) · cols (the im2col copy itself, bias "
+                 "and activation not counted); an LSTM layer's input projection of all steps as one "
+                 "GEMM C(4·units, steps·B) = W · x, then one recurrent GEMM C(4·units, B) = U · h per "
+                 "step (the gate nonlinearities and the cell update not counted), then the final "
+                 "Dense. The `loop` is — for them: the original FKB had dense layers only, so there "
+                 "is no per-sample baseline of its kind to reproduce.")
     L.append(f"`loop` is timed on min(batch, {cfg.loop_cols}) columns (its cost per sample does not "
              "depend on the batch) and only with 1 thread; the same figure stands in the 2-thread "
              "tables. `n/a`: the system cannot run that case (reason below); `—`: not measured.")
-    notes = sorted({models[k]["ort_error"] for k in models if models[k]["ort_error"]})
-    for n in notes:
-        L.append(f"- ORT n/a: {n}")
+    for (m, d), info in models.items():  # which model, which dtype: the node names differ
+        if info["ort_error"]:
+            L.append(f"- ORT n/a for {m} {d}: {info['ort_error']}")
     for lab, msg in sorted(failures.items()):
         L.append(f"- failed: `{lab}`: {msg[:200]}")
     L.append("")
@@ -552,7 +700,7 @@ def make_report(cfg, meta, results, failures, models, rss) -> tuple[str, dict]:
     sc = [c for c in sc if c.replace("-rank1", "") in cfg.systems_run]
     L.append("| model | " + " | ".join(NAMES[c] for c in sc) + " |")
     L.append("|---|" + "---:|" * len(sc))
-    for m in MODELS:
+    for m in cfg.models:
         L.append(f"| {m} | " + " | ".join(us(per_sample(c, m, "float32", t1, 1)) for c in sc) + " |")
     L.append("")
 
@@ -609,10 +757,11 @@ def plot(cfg, results, path_base: pathlib.Path) -> list[str]:
               "keras-predict": ("C5", ">", ":"), "loop": ("C7", "x", "-."),
               "gemm": ("k", "", "--")}
     for d in cfg.dtypes:
-        fig, axes = plt.subplots(len(cfg.threads), len(MODELS), figsize=(4.2 * len(MODELS), 3.6 * len(cfg.threads)),
+        nm = len(cfg.models)
+        fig, axes = plt.subplots(len(cfg.threads), nm, figsize=(4.2 * nm, 3.6 * len(cfg.threads)),
                                  squeeze=False)
         for i, t in enumerate(cfg.threads):
-            for j, m in enumerate(MODELS):
+            for j, m in enumerate(cfg.models):
                 ax = axes[i][j]
                 for s in SYSTEMS:
                     pts = []
@@ -634,8 +783,13 @@ def plot(cfg, results, path_base: pathlib.Path) -> list[str]:
                 ax.set_xlabel("batch size")
                 ax.set_ylabel("µs per sample")
                 ax.grid(True, which="both", alpha=0.3)
-        h, lab = axes[0][1].get_legend_handles_labels()
-        fig.legend(h, lab, loc="lower center", ncol=len(lab), fontsize=8)
+        legend = {}  # every system drawn in any panel (not every model runs everywhere)
+        for ax in axes.flat:
+            for hh, ll in zip(*ax.get_legend_handles_labels()):
+                legend.setdefault(ll, hh)
+        lab = [NAMES[s] for s in SYSTEMS if NAMES[s] in legend]
+        h = [legend[x] for x in lab]
+        fig.legend(h, lab, loc="lower center", ncol=max(1, len(lab)), fontsize=8)
         fig.tight_layout(rect=(0, 0.05, 1, 1))
         p = path_base.parent / f"{path_base.name}_{d}.png"
         fig.savefig(p, dpi=110)
@@ -659,6 +813,7 @@ def main() -> int:
     ap.add_argument("--threads", help="thread counts (default 1,2)")
     ap.add_argument("--systems", help="comma-separated workers to run (default all: "
                     + ",".join(WORKERS) + ")")
+    ap.add_argument("--models", help="comma-separated models (default all: " + ",".join(MODELS) + ")")
     ap.add_argument("--no-train", action="store_true", help="skip the training throughput cells")
     a = ap.parse_args()
 
@@ -677,6 +832,11 @@ def main() -> int:
     cfg.train = not a.no_train
     workers = a.systems.split(",") if a.systems else list(WORKERS)
     cfg.systems_run = [s for w in workers for s in WORKERS[w]]
+    cfg.models = a.models.split(",") if a.models else list(MODELS)
+    bad = [m for m in cfg.models if m not in MODELS] + [w for w in workers if w not in WORKERS]
+    if bad:
+        sys.exit(f"unknown model(s)/system(s): {', '.join(bad)} (models: {', '.join(MODELS)}; "
+                 f"systems: {', '.join(WORKERS)})")
 
     prefix = pathlib.Path(a.prefix).resolve()
     work = pathlib.Path(a.work).resolve()
@@ -695,7 +855,9 @@ def main() -> int:
     native = build_native(prefix, work)
     blas = (native / "blas_libraries.txt").read_text().strip() if (native / "blas_libraries.txt").exists() else "?"
     log("preparing the models (Keras -> .keras, .fkb, .onnx, loop weights) ...")
-    models = prepare_models(work, cfg.dtypes, log)
+    models = prepare_models(work, cfg.dtypes, log, cfg.models)
+    log("checking FKB-Fortran and FKB-C against Keras on the same inputs ...")
+    check_native(native, work, models, log)
 
     jobdir = work / "jobs"
     jobdir.mkdir(exist_ok=True)
@@ -746,7 +908,8 @@ def main() -> int:
     mcfg.min_samples = 1
     mcfg.budget = 0.0
     mcfg.train = False
-    for w in workers:
+    mcfg.models = [m for m in cfg.models if m == "spcam" and ("spcam", "float32") in models]
+    for w in workers if mcfg.models else []:
         jobs = [(lab, j) for lab, j in worker_jobs(w, -1, mcfg, models)
                 if lab.split("|")[1] == "spcam" and lab.split("|")[0] in ("fkb-fortran", "fkb-c", "fkb-python", "ort", "keras-tf.function", "loop", "gemm")]
         if not jobs:

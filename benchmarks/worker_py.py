@@ -13,7 +13,8 @@ seconds spent (or max_samples), median of (block time / k).
 Job fields: label, kind ("predict", "load" or "train": one Adam step on an MSE loss, from a
 fresh copy of the model), mode ("fkb", "keras-predict", "keras-call",
 "keras-tf.function", "ort"), path (the model file for that system), dtype ("float32" or
-"float64"), batch.
+"float64"), batch. Inputs are (batch, *input_shape) random arrays: (batch, n_in) for a dense
+chain, (batch, steps, channels) for the Conv1D/LSTM models (shapes from the loaded model).
 """
 from __future__ import annotations
 
@@ -86,7 +87,10 @@ def main() -> int:
                 y = rng.uniform(-1, 1, (job["batch"], net.n_outputs)).astype(job["dtype"])
                 return lambda: net.train_on_batch(x, y)
             net = get(job)
-            x = rng.uniform(-1, 1, (job["batch"], net.n_inputs)).astype(job["dtype"])
+            # (batch, *input_shape): (batch, n_in) for a dense chain, (batch, steps, channels)
+            # for the Conv1D/LSTM models
+            shape = tuple(net.input_shapes[0]) if hasattr(net, "input_shapes") else (net.n_inputs,)
+            x = rng.uniform(-1, 1, (job["batch"],) + shape).astype(job["dtype"])
             return lambda: net.predict(x)
 
     elif a.system == "keras":
@@ -99,10 +103,10 @@ def main() -> int:
         def get(job):
             if job["path"] not in cache:
                 model = keras.saving.load_model(job["path"], compile=False)
-                n_in = model.inputs[0].shape[-1]
+                shape = tuple(model.inputs[0].shape[1:])  # per sample: (n_in,) or (steps, ch)
                 serve = tf.function(lambda t: model(t, training=False), input_signature=[
-                    tf.TensorSpec([None, n_in], job["dtype"])])
-                cache[job["path"]] = (model, serve, n_in)
+                    tf.TensorSpec([None, *shape], job["dtype"])])
+                cache[job["path"]] = (model, serve, shape)
             return cache[job["path"]]
 
         def make(job):
@@ -115,9 +119,9 @@ def main() -> int:
                 x = rng.uniform(-1, 1, (job["batch"], n_in)).astype(job["dtype"])
                 y = rng.uniform(-1, 1, (job["batch"], n_out)).astype(job["dtype"])
                 return lambda: model.train_on_batch(x, y)
-            model, serve, n_in = get(job)
+            model, serve, shape = get(job)
             b = job["batch"]
-            x = rng.uniform(-1, 1, (b, n_in)).astype(job["dtype"])
+            x = rng.uniform(-1, 1, (b,) + shape).astype(job["dtype"])
             xt = tf.constant(x)
             if job["mode"] == "keras-predict":
                 return lambda: model.predict(x, batch_size=b, verbose=0)
@@ -141,14 +145,14 @@ def main() -> int:
         def get(job):
             if job["path"] not in cache:
                 s = session(job["path"])
-                cache[job["path"]] = (s, s.get_inputs()[0].name, s.get_inputs()[0].shape[-1])
+                cache[job["path"]] = (s, s.get_inputs()[0].name, tuple(s.get_inputs()[0].shape[1:]))
             return cache[job["path"]]
 
         def make(job):
             if job["kind"] == "load":
                 return lambda: session(job["path"])
-            s, name, n_in = get(job)
-            x = rng.uniform(-1, 1, (job["batch"], n_in)).astype(job["dtype"])
+            s, name, shape = get(job)
+            x = rng.uniform(-1, 1, (job["batch"],) + shape).astype(job["dtype"])
             feed = {name: x}
             return lambda: s.run(None, feed)
 

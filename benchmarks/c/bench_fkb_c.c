@@ -6,6 +6,11 @@
  *   predict LABEL MODEL.fkb DTYPE BATCH   fkb_network_predict (32) / _predict_f64 (64) on a
  *                                         (BATCH, n_in) row-major array
  *   load    LABEL MODEL.fkb               fkb_network_load + fkb_network_free
+ *   check   LABEL MODEL.fkb DTYPE BATCH X.bin Y.bin
+ *                                         not timed: x (BATCH, n_in) read raw from X.bin, the
+ *                                         predict call's y (BATCH, n_out) written raw to Y.bin
+ * Shaped models ((steps, channels) inputs: Conv1D, LSTM) take the same flat rows: each sample
+ * is its n_in = fkb_network_n_inputs values in C order of its shape.
  * Prints `result LABEL SECONDS_PER_CALL SAMPLES CALLS_PER_SAMPLE`, with the timing protocol of
  * fortran/bench_timer.f90 (warm-up, blocks of calls, median over blocks).
  */
@@ -97,17 +102,48 @@ int main(int argc, char **argv) {
         perror(argv[1]);
         return 2;
     }
-    char line[4096], kind[64], label[256], path[2048];
+    char line[8192], kind[64], label[256], path[2048], xpath[2048], ypath[2048];
     double sink = 0.0;
     while (fgets(line, sizeof line, f)) {
         int dtype = 32;
         long long batch = 1;
-        int nf = sscanf(line, "%63s %255s %2047s %d %lld", kind, label, path, &dtype, &batch);
+        int nf = sscanf(line, "%63s %255s %2047s %d %lld %2047s %2047s", kind, label, path, &dtype,
+                        &batch, xpath, ypath);
         if (nf <= 0) continue;
         double med;
         int n;
         long k;
-        if (strcmp(kind, "predict") == 0 && nf == 5) {
+        if (strcmp(kind, "check") == 0 && nf == 7) {
+            if (strcmp(path, net_path) != 0) {
+                fkb_network_free(&net);
+                check(fkb_network_load(path, &net), path);
+                snprintf(net_path, sizeof net_path, "%s", path);
+            }
+            int64_t ni = fkb_network_n_inputs(net), no = fkb_network_n_outputs(net);
+            size_t es = dtype == 32 ? sizeof(float) : sizeof(double);
+            void *x = malloc(es * (size_t)(ni * batch)), *y = calloc((size_t)(no * batch), es);
+            FILE *fx = fopen(xpath, "rb");
+            if (!fx || fread(x, es, (size_t)(ni * batch), fx) != (size_t)(ni * batch)) {
+                printf("error: cannot read %s\n", xpath);
+                return 1;
+            }
+            fclose(fx);
+            if (dtype == 32)
+                check(fkb_network_predict(net, x, batch, y), "predict");
+            else
+                check(fkb_network_predict_f64(net, x, batch, y), "predict_f64");
+            FILE *fy = fopen(ypath, "wb");
+            if (!fy || fwrite(y, es, (size_t)(no * batch), fy) != (size_t)(no * batch)) {
+                printf("error: cannot write %s\n", ypath);
+                return 1;
+            }
+            fclose(fy);
+            free(x);
+            free(y);
+            printf("checked %s\n", label);
+            fflush(stdout);
+            continue;
+        } else if (strcmp(kind, "predict") == 0 && nf >= 5) {
             if (strcmp(path, net_path) != 0) {
                 fkb_network_free(&net);
                 check(fkb_network_load(path, &net), path);

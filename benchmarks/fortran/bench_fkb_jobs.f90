@@ -5,6 +5,13 @@
 !!   predict LABEL MODEL.fkb DTYPE BATCH   net%predict(x, y), x(n_in, BATCH) of kind DTYPE (32|64)
 !!   rank1   LABEL MODEL.fkb DTYPE         net%predict(x, y), x(n_in), y(n_out): one sample
 !!   load    LABEL MODEL.fkb               net%load(MODEL.fkb)
+!!   check   LABEL MODEL.fkb DTYPE BATCH X.bin Y.bin
+!!                                         not timed: reads x(n_in, BATCH) from X.bin (raw, of
+!!                                         kind DTYPE: each sample flat in C order of its shape),
+!!                                         writes y(n_out, BATCH) of net%predict(x, y), then the
+!!                                         rank-1 net%predict(x(:, 1), y1) to Y.bin (raw)
+!! Shaped models ((steps, channels) inputs, Conv1D, LSTM) take the same flat arrays:
+!! n_in = net%n_inputs() values per sample.
 !! Prints one line per job: `result LABEL SECONDS_PER_CALL SAMPLES CALLS_PER_SAMPLE`
 !! (timing protocol in bench_timer.f90).
 module fkb_jobs_state
@@ -60,9 +67,9 @@ program bench_fkb_jobs
   implicit none
   character(len=2048) :: jobfile, arg, line
   character(len=64) :: kind, label
-  character(len=1024) :: path
+  character(len=1024) :: path, xpath, ypath
   real(real64) :: budget, block_target, med
-  integer :: min_samples, max_samples, u, ios, dtype, batch, n, k, st
+  integer :: min_samples, max_samples, u, ios, dtype, batch, n, k, st, uf
 
   if (command_argument_count() /= 5) &
     error stop 'usage: bench_fkb_jobs JOBFILE BUDGET_S MIN_SAMPLES MAX_SAMPLES BLOCK_TARGET_S'
@@ -102,6 +109,45 @@ program bench_fkb_jobs
     case ('load')
       load_path = path
       call measure(work_load, budget, min_samples, max_samples, block_target, med, n, k)
+    case ('check')
+      dtype = ifield(line, 4)
+      batch = ifield(line, 5)
+      xpath = field(line, 6)
+      ypath = field(line, 7)
+      if (path /= net_path) then
+        call net%load(trim(path), stat=st)
+        call check(st, 'load ' // trim(path))
+        net_path = path
+      end if
+      call prepare(dtype, batch)
+      open (newunit=uf, file=trim(xpath), access='stream', form='unformatted', status='old', &
+            action='read')
+      if (dtype == 32) then
+        read (uf) x32
+        x1_32 = x32(:, 1)
+      else
+        read (uf) x64
+        x1_64 = x64(:, 1)
+      end if
+      close (uf)
+      if (dtype == 32) then
+        call work_p32()
+        call work_r32()
+      else
+        call work_p64()
+        call work_r64()
+      end if
+      open (newunit=uf, file=trim(ypath), access='stream', form='unformatted', &
+            status='replace', action='write')
+      if (dtype == 32) then
+        write (uf) y32, y1_32
+      else
+        write (uf) y64, y1_64
+      end if
+      close (uf)
+      print '(a,1x,a)', 'checked', trim(label)
+      flush (6)
+      cycle
     case default
       print '(a)', 'error: unknown job ' // trim(kind)
       error stop 1

@@ -9,6 +9,11 @@
 !!     ('N','N') and stored (d_{l-1}, d_l) as Keras' kernel ('T','N'); for BATCH = 1 also as
 !!     sgemv/dgemv chains in both storages; the fastest variant is reported
 !!   square LABEL DTYPE N      one N x N x N GEMM (the machine's peak-ish rate)
+!!   gemms LABEL DTYPE NG  M1 N1 K1 R1  M2 N2 K2 R2 ...
+!!     NG GEMMs in turn, each on operands of its own: C(M, N) = W(M, K) * A(K, N), done R times
+!!     in a row (the BLAS work of a Conv1D layer's im2col product, or of an LSTM's input
+!!     projection and its per-step recurrent products); timed as for chain, with W stored
+!!     (M, K) 'N','N' and (K, M) 'T','N', and where some N = 1 also with gemv for those
 !! Prints `result LABEL SECONDS_PER_CALL SAMPLES CALLS_PER_SAMPLE` (chain: the faster variant).
 module gemm_state
   use iso_fortran_env, only: real32, real64
@@ -23,6 +28,10 @@ module gemm_state
   type(buf64), allocatable :: w64(:), wt64(:), act64(:)
   integer, allocatable :: d(:)
   integer :: batch = 0
+  ! the gemms job: shapes and repeats, weights both ways, inputs and results
+  integer, allocatable :: gm(:), gn(:), gk(:), gr(:)
+  type(buf32), allocatable :: gw32(:), gwt32(:), ga32(:), gc32(:)
+  type(buf64), allocatable :: gw64(:), gwt64(:), ga64(:), gc64(:)
   character(len=1) :: ta = 'N'
   logical :: use_gemv = .false.
   external :: sgemm, dgemm, sgemv, dgemv
@@ -63,6 +72,75 @@ contains
       end if
     end do
   end subroutine work64
+  subroutine gwork32()
+    integer :: g, r
+    do g = 1, size(gm)
+      do r = 1, gr(g)
+        if (use_gemv .and. gn(g) == 1 .and. ta == 'N') then
+          call sgemv('N', gm(g), gk(g), 1.0_real32, gw32(g)%a, gm(g), ga32(g)%a, 1, &
+                     0.0_real32, gc32(g)%a, 1)
+        else if (use_gemv .and. gn(g) == 1) then
+          call sgemv('T', gk(g), gm(g), 1.0_real32, gwt32(g)%a, gk(g), ga32(g)%a, 1, &
+                     0.0_real32, gc32(g)%a, 1)
+        else if (ta == 'N') then
+          call sgemm('N', 'N', gm(g), gn(g), gk(g), 1.0_real32, gw32(g)%a, gm(g), &
+                     ga32(g)%a, gk(g), 0.0_real32, gc32(g)%a, gm(g))
+        else
+          call sgemm('T', 'N', gm(g), gn(g), gk(g), 1.0_real32, gwt32(g)%a, gk(g), &
+                     ga32(g)%a, gk(g), 0.0_real32, gc32(g)%a, gm(g))
+        end if
+      end do
+    end do
+  end subroutine gwork32
+  subroutine gwork64()
+    integer :: g, r
+    do g = 1, size(gm)
+      do r = 1, gr(g)
+        if (use_gemv .and. gn(g) == 1 .and. ta == 'N') then
+          call dgemv('N', gm(g), gk(g), 1.0_real64, gw64(g)%a, gm(g), ga64(g)%a, 1, &
+                     0.0_real64, gc64(g)%a, 1)
+        else if (use_gemv .and. gn(g) == 1) then
+          call dgemv('T', gk(g), gm(g), 1.0_real64, gwt64(g)%a, gk(g), ga64(g)%a, 1, &
+                     0.0_real64, gc64(g)%a, 1)
+        else if (ta == 'N') then
+          call dgemm('N', 'N', gm(g), gn(g), gk(g), 1.0_real64, gw64(g)%a, gm(g), &
+                     ga64(g)%a, gk(g), 0.0_real64, gc64(g)%a, gm(g))
+        else
+          call dgemm('T', 'N', gm(g), gn(g), gk(g), 1.0_real64, gwt64(g)%a, gk(g), &
+                     ga64(g)%a, gk(g), 0.0_real64, gc64(g)%a, gm(g))
+        end if
+      end do
+    end do
+  end subroutine gwork64
+  subroutine gsetup(dtype)
+    !! Operands of the gemms job (shapes in gm, gn, gk); the previous job's are freed.
+    integer, intent(in) :: dtype
+    integer :: g, ng
+    if (allocated(gw32)) deallocate(gw32, gwt32, ga32, gc32)
+    if (allocated(gw64)) deallocate(gw64, gwt64, ga64, gc64)
+    ng = size(gm)
+    if (dtype == 32) then
+      allocate(gw32(ng), gwt32(ng), ga32(ng), gc32(ng))
+      do g = 1, ng
+        allocate(gw32(g)%a(gm(g), gk(g)), ga32(g)%a(gk(g), gn(g)), gc32(g)%a(gm(g), gn(g)))
+        call random_number(gw32(g)%a)
+        gw32(g)%a = (gw32(g)%a - 0.5_real32) / gk(g)
+        gwt32(g)%a = transpose(gw32(g)%a)
+        call random_number(ga32(g)%a)
+        gc32(g)%a = 0
+      end do
+    else
+      allocate(gw64(ng), gwt64(ng), ga64(ng), gc64(ng))
+      do g = 1, ng
+        allocate(gw64(g)%a(gm(g), gk(g)), ga64(g)%a(gk(g), gn(g)), gc64(g)%a(gm(g), gn(g)))
+        call random_number(gw64(g)%a)
+        gw64(g)%a = (gw64(g)%a - 0.5_real64) / gk(g)
+        gwt64(g)%a = transpose(gw64(g)%a)
+        call random_number(ga64(g)%a)
+        gc64(g)%a = 0
+      end do
+    end if
+  end subroutine gsetup
 end module gemm_state
 
 program bench_gemm
@@ -92,6 +170,10 @@ program bench_gemm
     label = field(line, 2)
     dtype = ifield(line, 3)
     if (allocated(d)) deallocate(d)
+    if (trim(kind) == 'gemms') then
+      call run_gemms()
+      cycle
+    end if
     if (trim(kind) == 'chain') then
       batch = ifield(line, 4)
       nd = ifield(line, 5)
@@ -143,6 +225,50 @@ program bench_gemm
   close (u)
 
 contains
+
+  subroutine run_gemms()
+    !! The gemms job: NN, TN, and gemv variants where some N = 1; prints the fastest.
+    integer :: ng, g
+    if (allocated(gm)) deallocate(gm, gn, gk, gr)
+    ng = ifield(line, 4)
+    allocate(gm(ng), gn(ng), gk(ng), gr(ng))
+    do g = 1, ng
+      gm(g) = ifield(line, 1 + 4 * g)
+      gn(g) = ifield(line, 2 + 4 * g)
+      gk(g) = ifield(line, 3 + 4 * g)
+      gr(g) = ifield(line, 4 + 4 * g)
+    end do
+    call gsetup(dtype)
+    use_gemv = .false.
+    ta = 'N'
+    call timed(med)
+    ta = 'T'
+    call timed(med_t)
+    print '(a,1x,a,2(1x,a,es12.5))', 'detail', trim(label), 'NN', med, 'TN', med_t
+    med = min(med, med_t)
+    if (any(gn == 1)) then
+      use_gemv = .true.
+      do l = 1, 2
+        ta = merge('N', 'T', l == 1)
+        call timed(med_t)
+        med = min(med, med_t)
+      end do
+      use_gemv = .false.
+    end if
+    print '(a,1x,a,1x,es16.9,1x,i0,1x,i0)', 'result', trim(label), med, n, k
+    flush (6)
+    if (dtype == 32) deallocate(gw32, gwt32, ga32, gc32)
+    if (dtype == 64) deallocate(gw64, gwt64, ga64, gc64)
+  end subroutine run_gemms
+
+  subroutine timed(m)
+    real(real64), intent(out) :: m
+    if (dtype == 32) then
+      call measure(gwork32, budget, min_samples, max_samples, block_target, m, n, k)
+    else
+      call measure(gwork64, budget, min_samples, max_samples, block_target, m, n, k)
+    end if
+  end subroutine timed
 
   subroutine setup(dtype)
     integer, intent(in) :: dtype
