@@ -3,7 +3,6 @@
 module fkb_activation
   use iso_fortran_env, only: real32, real64, int64
   use fkb_errors, only: FKB_OK, FKB_ERR_UNSUPPORTED, set_error
-  use fkb_libm, only: expm1, log1p
   use fkb_config, only: fkb_config_t, real_text
   implicit none
   private
@@ -170,9 +169,11 @@ contains
     logical, intent(in) :: logarithm
     integer(int64), intent(in) :: m, n
     real(wp), intent(inout) :: y(m, n)
-    integer(int64) :: i, j
-    real(wp) :: s, mx
+    integer(int64) :: i, i0, i1, j
+    real(wp) :: s, mx, buf(256)
     include 'kernels/softmax.inc'
+  contains
+    include 'kernels/vmath.inc'
   end subroutine softmax_r32
 
   ! ---- float64: the same bodies with wp = real64 ----
@@ -229,9 +230,11 @@ contains
     logical, intent(in) :: logarithm
     integer(int64), intent(in) :: m, n
     real(wp), intent(inout) :: y(m, n)
-    integer(int64) :: i, j
-    real(wp) :: s, mx
+    integer(int64) :: i, i0, i1, j
+    real(wp) :: s, mx, buf(256)
     include 'kernels/softmax.inc'
+  contains
+    include 'kernels/vmath.inc'
   end subroutine softmax_r64
 
 
