@@ -205,6 +205,30 @@ FKB_API fkb_status fkb_network_gradients(fkb_network *net, const double *x, cons
                                          int64_t batch, const double *sample_weight, double *loss,
                                          double *grads, int64_t count);
 
+/** Several inputs and/or outputs: xs[k] holds batch samples of input k (fkb_network_input_size),
+ *  ts[k] batch samples of the targets of output k (fkb_network_n_targets(net, k)); one
+ *  sample_weight (or NULL) for every output. With several outputs the loss is the compiled
+ *  weighted sum over outputs (loss "mse;huber delta=0.5 weight=0.2": one spec per output
+ *  separated by ';', each with an optional weight=, Keras' loss_weights; one spec: all
+ *  outputs). Errors as fkb_network_train_on_batch: nothing changes. */
+FKB_API fkb_status fkb_network_train_on_batch_multi(fkb_network *net, int n_in,
+                                                    const double *const *xs, int64_t batch,
+                                                    int n_out, const double *const *ts,
+                                                    const double *sample_weight, double *loss);
+FKB_API fkb_status fkb_network_evaluate_multi(fkb_network *net, int n_in, const double *const *xs,
+                                              int64_t batch, int n_out, const double *const *ts,
+                                              const double *sample_weight, double *loss);
+FKB_API fkb_status fkb_network_gradients_multi(fkb_network *net, int n_in,
+                                               const double *const *xs, int64_t batch, int n_out,
+                                               const double *const *ts,
+                                               const double *sample_weight, double *loss,
+                                               double *grads, int64_t count);
+
+/** Targets per sample of output k (0-based) for the compiled loss: the output's size, or
+ *  for sparse_categorical_crossentropy one class index per row (1 for a rank-1 output, steps
+ *  for a (steps, classes) output); -1 if net is NULL, 0 if there is no such output. */
+FKB_API int64_t fkb_network_n_targets(const fkb_network *net, int k);
+
 /** A custom loss: from y_pred and y_true (batch*n_outputs each, samples contiguous) and the
  *  sample weights (batch values, or NULL), write the batch loss to *loss and d loss / d y_pred
  *  to grad (batch*n_outputs). Return 0, or non-zero to report a failure (the step is then not

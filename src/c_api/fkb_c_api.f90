@@ -705,6 +705,129 @@ contains
     c_network_gradients = finish(stat, msg)
   end function c_network_gradients
 
+  integer(c_int) function c_network_train_on_batch_multi(handle, n_in, xs, batch, n_out, ts, &
+                                                         weights, loss) &
+      bind(c, name='fkb_network_train_on_batch_multi')
+    type(c_ptr), value :: handle, xs, ts, weights, loss
+    integer(c_int), value :: n_in, n_out
+    integer(c_int64_t), value :: batch
+    real(c_double) :: none(0)
+    c_network_train_on_batch_multi = train_multi(1, handle, n_in, xs, batch, n_out, ts, weights, &
+                                                 loss, c_null_ptr, 0_c_int64_t, none, &
+                                                 'fkb_network_train_on_batch_multi')
+  end function c_network_train_on_batch_multi
+
+  integer(c_int) function c_network_evaluate_multi(handle, n_in, xs, batch, n_out, ts, weights, &
+                                                   loss) bind(c, name='fkb_network_evaluate_multi')
+    type(c_ptr), value :: handle, xs, ts, weights, loss
+    integer(c_int), value :: n_in, n_out
+    integer(c_int64_t), value :: batch
+    real(c_double) :: none(0)
+    c_network_evaluate_multi = train_multi(3, handle, n_in, xs, batch, n_out, ts, weights, loss, &
+                                           c_null_ptr, 0_c_int64_t, none, &
+                                           'fkb_network_evaluate_multi')
+  end function c_network_evaluate_multi
+
+  integer(c_int) function c_network_gradients_multi(handle, n_in, xs, batch, n_out, ts, weights, &
+                                                    loss, grads, count) &
+      bind(c, name='fkb_network_gradients_multi')
+    type(c_ptr), value :: handle, xs, ts, weights, loss, grads
+    integer(c_int), value :: n_in, n_out
+    integer(c_int64_t), value :: batch, count
+    real(c_double) :: none(0)
+    c_network_gradients_multi = train_multi(2, handle, n_in, xs, batch, n_out, ts, weights, loss, &
+                                            grads, count, none, 'fkb_network_gradients_multi')
+  end function c_network_gradients_multi
+
+  integer(c_int) function train_multi(mode, handle, n_in, xs, batch, n_out, ts, weights, loss, &
+                                      grads, count, none, fname)
+    ! The training calls of several inputs/outputs (mode 1 train, 2 gradients, 3 evaluate): xs
+    ! and ts are C arrays of n_in/n_out data pointers, input k holding batch samples of its
+    ! size, target k batch samples of fkb_network_n_targets(net, k).
+    integer, intent(in) :: mode
+    type(c_ptr), intent(in) :: handle, xs, ts, weights, loss, grads
+    integer(c_int), intent(in) :: n_in, n_out
+    integer(c_int64_t), intent(in) :: batch, count
+    real(c_double), intent(in) :: none(:)
+    character(len=*), intent(in) :: fname
+    type(fkb_network), pointer :: net
+    type(c_ptr), pointer :: px(:), pt(:)
+    type(fkb_ref64), allocatable :: rx(:), rt(:)
+    real(c_double), pointer :: wf(:), lf, gf(:), a(:)
+    character(len=MSG_LEN) :: msg
+    integer :: stat, k
+    integer(int64) :: rows
+    train_multi = FKB_OK
+    if (.not. get_net(handle, net)) then
+      train_multi = fail(FKB_ERR_ARGUMENT, fname // ': network is NULL')
+    else if (.not. (c_associated(xs) .and. c_associated(ts) .and. c_associated(loss))) then
+      train_multi = fail(FKB_ERR_ARGUMENT, fname // ': xs, ts or loss is NULL')
+    else if (batch < 1) then
+      train_multi = fail(FKB_ERR_ARGUMENT, fname // ': batch must be at least 1')
+    else if (n_in /= net%input_count() .or. n_out /= net%output_count()) then
+      train_multi = fail(FKB_ERR_ARGUMENT, fname // ': the network has ' // &
+                         itoa(net%input_count()) // ' input(s) and ' // &
+                         itoa(net%output_count()) // ' output(s), got ' // itoa(int(n_in)) // &
+                         ' and ' // itoa(int(n_out)))
+    else if (mode == 2 .and. (.not. c_associated(grads) .or. count < 0)) then
+      train_multi = fail(FKB_ERR_ARGUMENT, fname // ': NULL grads')
+    else if (.not. net%is_compiled()) then
+      train_multi = fail(FKB_ERR_ARGUMENT, fname // ': call fkb_network_compile first')
+    end if
+    if (train_multi /= FKB_OK) return
+    call c_f_pointer(xs, px, [n_in])
+    call c_f_pointer(ts, pt, [n_out])
+    allocate(rx(n_in), rt(n_out))
+    do k = 1, n_in
+      if (.not. c_associated(px(k))) then
+        train_multi = fail(FKB_ERR_ARGUMENT, fname // ': input ' // itoa(k - 1) // ' is NULL')
+        return
+      end if
+      rows = net%input_size(k)
+      call c_f_pointer(px(k), a, [rows * batch])
+      rx(k) = fkb_ref64(a, rows, batch)
+    end do
+    do k = 1, n_out
+      if (.not. c_associated(pt(k))) then
+        train_multi = fail(FKB_ERR_ARGUMENT, fname // ': target ' // itoa(k - 1) // ' is NULL')
+        return
+      end if
+      rows = net%n_targets(k)
+      call c_f_pointer(pt(k), a, [rows * batch])
+      rt(k) = fkb_ref64(a, rows, batch)
+    end do
+    call c_f_pointer(loss, lf)
+    msg = ''
+    if (c_associated(weights)) then
+      call c_f_pointer(weights, wf, [batch])
+      select case (mode)
+      case (1); call net%train_on_batch(rx, rt, lf, stat=stat, errmsg=msg, sample_weight=wf)
+      case (3); call net%evaluate(rx, rt, lf, stat=stat, errmsg=msg, sample_weight=wf)
+      case default
+        call c_f_pointer(grads, gf, [count])
+        call net%gradients(rx, rt, lf, gf, stat=stat, errmsg=msg, sample_weight=wf)
+      end select
+    else
+      select case (mode)
+      case (1); call net%train_on_batch(rx, rt, lf, stat=stat, errmsg=msg)
+      case (3); call net%evaluate(rx, rt, lf, stat=stat, errmsg=msg)
+      case default
+        call c_f_pointer(grads, gf, [count])
+        call net%gradients(rx, rt, lf, gf, stat=stat, errmsg=msg)
+      end select
+    end if
+    train_multi = finish(stat, msg)
+  end function train_multi
+
+  integer(c_int64_t) function c_network_n_targets(handle, output) &
+      bind(c, name='fkb_network_n_targets')
+    type(c_ptr), value :: handle
+    integer(c_int), value :: output
+    type(fkb_network), pointer :: net
+    c_network_n_targets = -1
+    if (get_net(handle, net)) c_network_n_targets = net%n_targets(int(output) + 1)
+  end function c_network_n_targets
+
   ! ---- ensembles ----
 
   logical function get_ens(handle, ens)

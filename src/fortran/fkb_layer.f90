@@ -79,6 +79,12 @@ module fkb_layer
     !> dx (if need_dx) and the parameter gradients into grads (same layout as params). With
     !> dz_given, dy already is dL/d(pre-activation) (Keras' crossentropy-from-logits shortcut).
     generic :: backward => backward_r32, backward_r64
+    procedure :: backward_multi_r32 => layer_backward_multi_r32
+    procedure :: backward_multi_r64 => layer_backward_multi_r64
+    !> Backward of a layer with several inputs (merge layers): given xs(k)%p (as forward_multi
+    !> got them), y, cache and dy, dL/dx_k into dxs(k)%p for each k with need_dx(k). The
+    !> default passes input 1 to `backward` (single-input layers).
+    generic :: backward_multi => backward_multi_r32, backward_multi_r64
     procedure :: acts_on_last_axis => layer_acts_on_last_axis
     procedure :: min_inputs => layer_min_inputs
     procedure :: max_inputs => layer_max_inputs
@@ -286,6 +292,28 @@ contains
     type(fkb_tensor_t), intent(inout) :: grads(:)
     logical, intent(in) :: need_dx, dz_given
   end subroutine layer_backward_r64
+
+  subroutine layer_backward_multi_r32(self, xs, y, cache, dy, dxs, grads, need_dx)
+    class(fkb_layer_t), intent(in) :: self
+    type(view32_t), intent(in) :: xs(:)
+    real(real32), intent(in), contiguous :: y(:, :), cache(:, :)
+    real(real32), intent(inout), contiguous :: dy(:, :)
+    type(view32_t), intent(in) :: dxs(:)
+    type(fkb_tensor_t), intent(inout) :: grads(:)
+    logical, intent(in) :: need_dx(:)
+    call self%backward_r32(xs(1)%p, y, cache, dy, dxs(1)%p, grads, need_dx(1), .false.)
+  end subroutine layer_backward_multi_r32
+
+  subroutine layer_backward_multi_r64(self, xs, y, cache, dy, dxs, grads, need_dx)
+    class(fkb_layer_t), intent(in) :: self
+    type(view64_t), intent(in) :: xs(:)
+    real(real64), intent(in), contiguous :: y(:, :), cache(:, :)
+    real(real64), intent(inout), contiguous :: dy(:, :)
+    type(view64_t), intent(in) :: dxs(:)
+    type(fkb_tensor_t), intent(inout) :: grads(:)
+    logical, intent(in) :: need_dx(:)
+    call self%backward_r64(xs(1)%p, y, cache, dy, dxs(1)%p, grads, need_dx(1), .false.)
+  end subroutine layer_backward_multi_r64
 
   subroutine declare_params(self, names, shapes)
     !! Declares the tensors the layer expects: names(k) with shape shapes(:, k) (unused

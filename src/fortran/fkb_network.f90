@@ -17,7 +17,8 @@ module fkb_network_m
   use fkb_blas, only: init_backend
   use fkb_random, only: mix64
   use fkb_trainer, only: fkb_trainer_t, trainer_compile, trainer_step, trainer_record, &
-                         trainer_restore
+                         trainer_restore, trainer_step_refs, trainer_n_targets, &
+                         weighted_loss_spec
   use fkb_loss, only: LOSS_SPARSE_CCE
   use fkb_optimizer, only: slot_t
   use fkb_custom_loss_m, only: fkb_custom_loss
@@ -41,6 +42,14 @@ module fkb_network_m
   contains
     procedure :: reset => rnn_state_reset
   end type fkb_rnn_state
+
+  !> float64 copies of float32 host arrays for the training calls.
+  type :: copies64
+    type(fkb_ref64), allocatable :: x(:), t(:)
+  contains
+    procedure :: from32 => copies_from32
+    final :: copies_free
+  end type copies64
 
   type :: fkb_network
     private
@@ -82,10 +91,12 @@ module fkb_network_m
     procedure :: set_custom_loss => net_set_custom_loss
     procedure :: iterations => net_iterations
     procedure :: n_targets => net_n_targets
-    procedure :: evaluate => net_evaluate
-    procedure :: gradients => net_gradients
-    procedure, private :: train_r64, train_r32
-    generic :: train_on_batch => train_r64, train_r32
+    procedure, private :: net_evaluate, evaluate_refs64, evaluate_refs32
+    generic :: evaluate => net_evaluate, evaluate_refs64, evaluate_refs32
+    procedure, private :: net_gradients, gradients_refs64, gradients_refs32
+    generic :: gradients => net_gradients, gradients_refs64, gradients_refs32
+    procedure, private :: train_r64, train_r32, train_refs64, train_refs32
+    generic :: train_on_batch => train_r64, train_r32, train_refs64, train_refs32
     procedure, private :: predict_r32_2d, predict_r64_2d, predict_r32_1d, predict_r64_1d
     procedure, private :: predict_refs32, predict_refs64
     generic :: predict => predict_r32_2d, predict_r64_2d, predict_r32_1d, predict_r64_1d, &
@@ -415,15 +426,19 @@ contains
 
   ! ---- training ----
 
-  subroutine net_compile(self, optimizer, loss, stat, errmsg, custom_loss)
+  subroutine net_compile(self, optimizer, loss, stat, errmsg, custom_loss, loss_weights)
     !! Prepares training: optimizer and loss as Keras names them, with options, e.g.
     !! optimizer='adam learning_rate=1e-3', loss='huber delta=0.5'. Resets the optimizer state.
     !! With custom_loss (an extension of fkb_custom_loss) that loss is used; pass loss='custom'.
+    !! Several outputs: one loss for all, or one per output separated by ';' ('mse;huber
+    !! delta=0.5'), each item optionally with weight=W; or loss_weights (one per output, Keras'
+    !! compile(loss_weights=)): total loss = sum_k W_k loss_k.
     class(fkb_network), intent(inout) :: self
     character(len=*), intent(in) :: optimizer, loss
     integer, intent(out), optional :: stat
     character(len=*), intent(inout), optional :: errmsg
     class(fkb_custom_loss), intent(in), optional :: custom_loss
+    real(real64), intent(in), optional :: loss_weights(:)
     type(fkb_trainer_t), allocatable :: tr
     character(len=:), allocatable :: msg
     integer :: st
@@ -431,6 +446,15 @@ contains
     allocate(tr)
     if (.not. self%is_loaded()) then
       call set_error(st, msg, FKB_ERR_ARGUMENT, 'the network is not loaded')
+    else if (present(loss_weights)) then
+      if (size(loss_weights, kind=int64) /= self%output_count()) then
+        call set_error(st, msg, FKB_ERR_ARGUMENT, 'loss_weights: ' // &
+                       int_text(size(loss_weights, kind=int64)) // ' weights for ' // &
+                       int_text(int(self%output_count(), int64)) // ' outputs')
+      else
+        call trainer_compile(tr, self%model, optimizer, weighted_loss_spec(loss, loss_weights), &
+                             st, msg, custom_loss)
+      end if
     else
       call trainer_compile(tr, self%model, optimizer, loss, st, msg, custom_loss)
     end if
@@ -472,13 +496,22 @@ contains
     if (allocated(self%trainer)) net_iterations = self%trainer%opt%iterations
   end function net_iterations
 
-  integer(int64) function net_n_targets(self)
-    !! Values of y per sample for the compiled loss: n_outputs, or 1 (a class index) for
-    !! sparse categorical crossentropy.
+  integer(int64) function net_n_targets(self, output)
+    !! Values of y per sample for the compiled loss of output `output` (default 1): its size,
+    !! or for sparse categorical crossentropy one class index per row (1 for a rank-1 output).
     class(fkb_network), intent(in) :: self
-    net_n_targets = self%n_outputs()
+    integer, intent(in), optional :: output
+    integer :: k
+    k = 1
+    if (present(output)) k = output
+    net_n_targets = 0
     if (allocated(self%trainer)) then
-      if (self%trainer%loss%id == LOSS_SPARSE_CCE) net_n_targets = 1
+      if (k >= 1 .and. k <= size(self%trainer%outs)) &
+        net_n_targets = trainer_n_targets(self%trainer, k)
+    else if (k == 1) then
+      net_n_targets = self%n_outputs()
+    else if (k >= 1 .and. k <= self%output_count()) then
+      net_n_targets = self%output_size(k)
     end if
   end function net_n_targets
 
@@ -580,6 +613,135 @@ contains
     end if
     call report(st, msg, stat, errmsg)
   end subroutine net_evaluate
+
+  ! Several inputs and outputs (fkb_refs): inputs(k) refers to an array (values of input k per
+  ! sample, batch), targets(k) to one (n_targets(k) values per sample, batch).
+
+  subroutine train_refs64(self, inputs, targets, loss, stat, errmsg, sample_weight)
+    !! One optimizer step on a batch of a network with several inputs and/or outputs; the
+    !! total loss (sum over outputs of weight x loss) before the step. See train_r64.
+    class(fkb_network), intent(inout) :: self
+    type(fkb_ref64), intent(in) :: inputs(:), targets(:)
+    real(real64), intent(out) :: loss
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    real(real64), intent(in), optional :: sample_weight(:)
+    real(real64) :: none(0)
+    call refs_core(self, 1, inputs, targets, loss, none, stat, errmsg, sample_weight)
+  end subroutine train_refs64
+
+  subroutine train_refs32(self, inputs, targets, loss, stat, errmsg, sample_weight)
+    class(fkb_network), intent(inout) :: self
+    type(fkb_ref32), intent(in) :: inputs(:), targets(:)
+    real(real64), intent(out) :: loss
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    real(real64), intent(in), optional :: sample_weight(:)
+    type(copies64) :: c
+    real(real64) :: none(0)
+    call c%from32(inputs, targets)
+    call refs_core(self, 1, c%x, c%t, loss, none, stat, errmsg, sample_weight)
+  end subroutine train_refs32
+
+  subroutine evaluate_refs64(self, inputs, targets, loss, stat, errmsg, sample_weight)
+    !! The compiled loss in inference mode for several inputs/outputs; nothing changes.
+    class(fkb_network), intent(inout) :: self
+    type(fkb_ref64), intent(in) :: inputs(:), targets(:)
+    real(real64), intent(out) :: loss
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    real(real64), intent(in), optional :: sample_weight(:)
+    real(real64) :: none(0)
+    call refs_core(self, 3, inputs, targets, loss, none, stat, errmsg, sample_weight)
+  end subroutine evaluate_refs64
+
+  subroutine evaluate_refs32(self, inputs, targets, loss, stat, errmsg, sample_weight)
+    class(fkb_network), intent(inout) :: self
+    type(fkb_ref32), intent(in) :: inputs(:), targets(:)
+    real(real64), intent(out) :: loss
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    real(real64), intent(in), optional :: sample_weight(:)
+    type(copies64) :: c
+    real(real64) :: none(0)
+    call c%from32(inputs, targets)
+    call refs_core(self, 3, c%x, c%t, loss, none, stat, errmsg, sample_weight)
+  end subroutine evaluate_refs32
+
+  subroutine gradients_refs64(self, inputs, targets, loss, grads, stat, errmsg, sample_weight)
+    !! The loss and its gradients (as net_gradients) for several inputs/outputs.
+    class(fkb_network), intent(inout) :: self
+    type(fkb_ref64), intent(in) :: inputs(:), targets(:)
+    real(real64), intent(out) :: loss
+    real(real64), intent(out) :: grads(:)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    real(real64), intent(in), optional :: sample_weight(:)
+    call refs_core(self, 2, inputs, targets, loss, grads, stat, errmsg, sample_weight)
+  end subroutine gradients_refs64
+
+  subroutine gradients_refs32(self, inputs, targets, loss, grads, stat, errmsg, sample_weight)
+    class(fkb_network), intent(inout) :: self
+    type(fkb_ref32), intent(in) :: inputs(:), targets(:)
+    real(real64), intent(out) :: loss
+    real(real64), intent(out) :: grads(:)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    real(real64), intent(in), optional :: sample_weight(:)
+    type(copies64) :: c
+    call c%from32(inputs, targets)
+    call refs_core(self, 2, c%x, c%t, loss, grads, stat, errmsg, sample_weight)
+  end subroutine gradients_refs32
+
+  subroutine refs_core(self, mode, xs, ts, loss, grads, stat, errmsg, sample_weight)
+    ! mode 1: train_on_batch, 2: gradients (into grads), 3: evaluate.
+    class(fkb_network), intent(inout) :: self
+    integer, intent(in) :: mode
+    type(fkb_ref64), intent(in) :: xs(:), ts(:)
+    real(real64), intent(out) :: loss
+    real(real64), intent(out) :: grads(:)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    real(real64), intent(in), optional :: sample_weight(:)
+    type(slot_t), allocatable :: g(:)
+    character(len=:), allocatable :: msg
+    real(real64) :: none(0)
+    integer :: st, k
+    integer(int64) :: at, total
+    msg = ''
+    loss = 0
+    st = FKB_OK
+    total = 0
+    if (mode == 2) then
+      do k = 1, int(self%n_tensors())
+        total = total + self%tensor_size(int(k, int64))
+      end do
+    end if
+    if (.not. allocated(self%trainer)) then
+      select case (mode)
+      case (1); call set_error(st, msg, FKB_ERR_ARGUMENT, 'call compile before training')
+      case (2); call set_error(st, msg, FKB_ERR_ARGUMENT, 'call compile before asking for &
+                               &gradients')
+      case default; call set_error(st, msg, FKB_ERR_ARGUMENT, 'call compile before evaluate')
+      end select
+    else if (mode == 2 .and. size(grads, kind=int64) /= total) then
+      call set_error(st, msg, FKB_ERR_SHAPE, 'grads must hold ' // int_text(total) // ' values')
+    else if (present(sample_weight)) then
+      call trainer_step_refs(self%trainer, self%model, xs, ts, sample_weight, loss, mode == 1, &
+                             st, msg, g, inference=mode == 3)
+    else
+      call trainer_step_refs(self%trainer, self%model, xs, ts, none, loss, mode == 1, st, msg, &
+                             g, inference=mode == 3)
+    end if
+    if (st == FKB_OK .and. mode == 2) then
+      at = 0
+      do k = 1, size(g)
+        grads(at + 1:at + size(g(k)%m)) = g(k)%m
+        at = at + size(g(k)%m)
+      end do
+    end if
+    call report(st, msg, stat, errmsg)
+  end subroutine refs_core
 
   ! ---- inference ----
 
@@ -917,6 +1079,45 @@ contains
     end subroutine fit_state
 
   end subroutine net_predict_core
+
+  subroutine copies_free(self)
+    type(copies64), intent(inout) :: self
+    integer :: k
+    if (allocated(self%x)) then
+      do k = 1, size(self%x)
+        if (associated(self%x(k)%p)) deallocate(self%x(k)%p)
+      end do
+    end if
+    if (allocated(self%t)) then
+      do k = 1, size(self%t)
+        if (associated(self%t(k)%p)) deallocate(self%t(k)%p)
+      end do
+    end if
+  end subroutine copies_free
+
+  subroutine copies_from32(self, xs, ts)
+    class(copies64), intent(inout), target :: self
+    type(fkb_ref32), intent(in) :: xs(:), ts(:)
+    call copy(xs, self%x)
+    call copy(ts, self%t)
+  contains
+    subroutine copy(r32, r64)
+      type(fkb_ref32), intent(in) :: r32(:)
+      type(fkb_ref64), allocatable, intent(out) :: r64(:)
+      integer :: k
+        real(real64), pointer, contiguous :: p(:)
+      allocate(r64(size(r32)))
+      do k = 1, size(r32)
+        r64(k)%rows = r32(k)%rows
+        r64(k)%cols = r32(k)%cols
+        if (associated(r32(k)%p)) then
+          allocate(p(size(r32(k)%p)))   ! freed with the refs' owner below
+          p = real(r32(k)%p, real64)
+          r64(k)%p => p
+        end if
+      end do
+    end subroutine copy
+  end subroutine copies_from32
 
   subroutine run_r32(self, plan, w, xs, ys, views, n, key, state)
     integer, parameter :: wp = real32

@@ -6,6 +6,7 @@ module fkb_layer_merge
   use fkb_errors, only: FKB_OK, FKB_ERR_SHAPE, FKB_ERR_FORMAT, set_error
   use fkb_config, only: fkb_config_t, int_text
   use fkb_layer, only: fkb_layer_t, view32_t, view64_t
+  use fkb_tensor, only: fkb_tensor_t
   implicit none
   private
   public :: fkb_merge_t
@@ -27,6 +28,9 @@ module fkb_layer_merge
     procedure :: forward_r64 => merge_forward_r64
     procedure :: forward_multi_r32 => merge_multi_r32
     procedure :: forward_multi_r64 => merge_multi_r64
+    procedure :: supports_training => merge_supports_training
+    procedure :: backward_multi_r32 => merge_backward_r32
+    procedure :: backward_multi_r64 => merge_backward_r64
   end type fkb_merge_t
 
 contains
@@ -170,5 +174,37 @@ contains
     integer, parameter :: wp = real64
     include 'kernels/merge.inc'
   end subroutine merge_multi_r64
+
+  logical function merge_supports_training(self)
+    class(fkb_merge_t), intent(in) :: self
+    merge_supports_training = .true.
+  end function merge_supports_training
+
+  ! Backward as TensorFlow differentiates Keras' left-to-right forward: Maximum/Minimum pass
+  ! dy to the input selected (ties: the earliest, TF's x >= y mask), Multiply the product of
+  ! the others, Average dy / K, Concatenate each input's slice.
+  subroutine merge_backward_r32(self, xs, y, cache, dy, dxs, grads, need_dx)
+    class(fkb_merge_t), intent(in) :: self
+    type(view32_t), intent(in) :: xs(:)
+    real(real32), intent(in), contiguous :: y(:, :), cache(:, :)
+    real(real32), intent(inout), contiguous :: dy(:, :)
+    type(view32_t), intent(in) :: dxs(:)
+    type(fkb_tensor_t), intent(inout) :: grads(:)
+    logical, intent(in) :: need_dx(:)
+    integer, parameter :: wp = real32
+    include 'kernels/merge_backward.inc'
+  end subroutine merge_backward_r32
+
+  subroutine merge_backward_r64(self, xs, y, cache, dy, dxs, grads, need_dx)
+    class(fkb_merge_t), intent(in) :: self
+    type(view64_t), intent(in) :: xs(:)
+    real(real64), intent(in), contiguous :: y(:, :), cache(:, :)
+    real(real64), intent(inout), contiguous :: dy(:, :)
+    type(view64_t), intent(in) :: dxs(:)
+    type(fkb_tensor_t), intent(inout) :: grads(:)
+    logical, intent(in) :: need_dx(:)
+    integer, parameter :: wp = real64
+    include 'kernels/merge_backward.inc'
+  end subroutine merge_backward_r64
 
 end module fkb_layer_merge
