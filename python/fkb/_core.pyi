@@ -70,6 +70,14 @@ class Network:
         self, x: npt.ArrayLike, y: npt.ArrayLike, sample_weight: npt.ArrayLike | None = None
     ) -> tuple[float, npt.NDArray[np.float64]]:
         """(loss, flat float64 gradient of every tensor in tensor order); nothing changes."""
+    def train_multi(
+        self, mode: int, xs: list[npt.ArrayLike], ts: list[npt.ArrayLike],
+        sample_weight: npt.ArrayLike | None = None,
+    ) -> tuple[float, npt.NDArray[np.float64] | None]:
+        """mode 1 train_on_batch, 2 gradients, 3 evaluate on one (batch, values) array per
+        input and one (batch, n_targets_of(k)) per output: (loss, flat gradients or None)."""
+    def n_targets_of(self, k: int) -> int:
+        """Targets per sample of output k (0-based) for the compiled loss."""
     @property
     def iterations(self) -> int:
         """Optimizer steps taken since compile."""

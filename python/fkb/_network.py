@@ -183,7 +183,8 @@ class Network:
 
     # -- training ------------------------------------------------------------------------
 
-    def compile(self, optimizer: Any = "rmsprop", loss: Any = None) -> None:
+    def compile(self, optimizer: Any = "rmsprop", loss: Any = None,
+                loss_weights: Any = None) -> None:
         """Prepares training, as Keras' ``model.compile``; resets the optimizer state.
 
         ``optimizer``: an :mod:`fkb.optimizers` object, a Keras optimizer object or a name
@@ -191,17 +192,25 @@ class Network:
         ``"huber"``, ``"log_cosh"``, ``"sparse_categorical_crossentropy"``...), a Keras loss
         object (``keras.losses.Huber(delta=0.5)``) or function. Layers without a backward
         pass are refused (:class:`fkb.UnsupportedError` naming the layer).
+
+        Several outputs: one loss for all of them, or a list (one per output, in
+        :attr:`output_names` order) or dict by output name; ``loss_weights`` a list or dict
+        of Keras' loss weights. The loss is then ``sum_k w_k loss_k``, as Keras computes it.
         """
         from . import optimizers
-        from ._training import CustomLoss, loss_spec
+        from ._training import CustomLoss, multi_loss_spec
 
         opt = optimizers.get(optimizer)
         if isinstance(loss, CustomLoss):
+            if loss_weights is not None:
+                from ._errors import FKBArgumentError
+
+                raise FKBArgumentError("compile: loss_weights do not apply to a CustomLoss")
             self._core.compile_custom(opt.spec(), loss.fn)
             self._optimizer = opt
             self._loss = "custom"
             return
-        spec = loss_spec(loss)
+        spec = multi_loss_spec(loss, loss_weights, self.output_names)
         self._core.compile(opt.spec(), spec)
         self._optimizer = opt
         self._loss = spec
@@ -232,6 +241,12 @@ class Network:
         """Optimizer steps taken since :meth:`compile`."""
         return int(self._core.iterations)
 
+    def _simple(self) -> bool:
+        """One input and one output, both rank 1: the engine's single-array calls."""
+        spec = self._header()
+        ins, outs = spec.input_shapes(), spec.output_shapes()
+        return len(ins) == 1 and len(outs) == 1 and len(ins[0]) == 1 and len(outs[0]) == 1
+
     def _batch(self, where: str, x: Any, y: Any, sample_weight: Any):
         from ._errors import FKBArgumentError
         from ._training import inputs, targets, weights
@@ -239,11 +254,35 @@ class Network:
         if not self._core.is_compiled:
             raise FKBArgumentError(f"{where}: the network is not compiled; call "
                                    "compile(optimizer=..., loss=...) first")
+        if not self._simple():
+            return self._batch_multi(where, x, y, sample_weight)
         xa = inputs(x, self.n_inputs, where)
         n = xa.shape[0]
         sparse = (self.loss or "").split(" ")[0] == "sparse_categorical_crossentropy"
         ya = targets(y, n, int(self._core.n_targets), sparse, where)
         return xa, ya, weights(sample_weight, n, where)
+
+    def _batch_multi(self, where: str, x: Any, y: Any, sample_weight: Any):
+        """Lists of flat (batch, values) inputs and (batch, n_targets) targets."""
+        from ._training import multi_inputs, multi_targets, weights
+
+        spec = self._header()
+        xs = multi_inputs(x, spec.input_names(), spec.input_shapes(), where)
+        n = xs[0].shape[0]
+        ts = multi_targets(y, spec.output_names(), spec.output_shapes(),
+                           [int(self._core.n_targets_of(k))
+                            for k in range(len(spec.output_names()))], n, where)
+        return xs, ts, weights(sample_weight, n, where)
+
+    def _call(self, mode: int, xa: Any, ya: Any, wa: Any):
+        """The engine's call for a batch from _batch: (loss, flat gradients or None)."""
+        if isinstance(xa, list):
+            return self._core.train_multi(mode, xa, ya, wa)
+        if mode == 1:
+            return self._core.train_on_batch(xa, ya, wa), None
+        if mode == 2:
+            return self._core.gradients(xa, ya, wa)
+        return self._core.evaluate(xa, ya, wa), None
 
     def train_on_batch(self, x: Any, y: Any, sample_weight: Any = None) -> float:
         """One optimizer step on the batch; returns the batch loss before the step.
@@ -251,10 +290,11 @@ class Network:
         ``x`` (batch, n_inputs); ``y`` (batch, n_outputs), or (batch,) class indices for
         sparse categorical crossentropy; ``sample_weight`` (batch,). A NaN or infinite loss
         raises :class:`fkb.FKBArgumentError` and leaves weights and optimizer state as they
-        were.
+        were. Several inputs or outputs, or shaped data: ``x`` a list (or dict by input name)
+        of (batch, *input_shape) arrays, ``y`` a list (or dict by output name) of
+        (batch, *output_shape) arrays; the loss is the weighted sum over outputs.
         """
-        return float(self._core.train_on_batch(*self._batch("train_on_batch", x, y,
-                                                            sample_weight)))
+        return float(self._call(1, *self._batch("train_on_batch", x, y, sample_weight))[0])
 
     def evaluate(self, x: Any, y: Any, batch_size: int | None = None,
                  sample_weight: Any = None) -> float:
@@ -264,10 +304,12 @@ class Network:
         batch-size-weighted mean, as Keras reports it (equal to the one-batch loss up to
         rounding); None: one call.
         """
+        from ._training import take
+
         xa, ya, wa = self._batch("evaluate", x, y, sample_weight)
-        n = xa.shape[0]
+        n = xa[0].shape[0] if isinstance(xa, list) else xa.shape[0]
         if batch_size is None:
-            return float(self._core.evaluate(xa, ya, wa))
+            return float(self._call(3, xa, ya, wa)[0])
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             from ._errors import FKBArgumentError
 
@@ -275,16 +317,16 @@ class Network:
                                    f"got {batch_size!r}")
         total = 0.0
         for start in range(0, n, batch_size):
-            sl = slice(start, start + batch_size)
-            total += float(self._core.evaluate(xa[sl], ya[sl], None if wa is None else wa[sl])) \
-                * len(xa[sl])
+            sl = slice(start, min(n, start + batch_size))
+            total += float(self._call(3, take(xa, sl), take(ya, sl), take(wa, sl))[0]) \
+                * (sl.stop - sl.start)
         return total / n
 
     def gradients(self, x: Any, y: Any, sample_weight: Any = None) -> list[np.ndarray]:
         """d loss / d tensor for every tensor, in :meth:`get_weights` order and shapes, as
         float64 (the engine's values, exact); nothing changes. Dropout is active, as in a
         training step."""
-        _, flat = self._core.gradients(*self._batch("gradients", x, y, sample_weight))
+        _, flat = self._call(2, *self._batch("gradients", x, y, sample_weight))
         out, start = [], 0
         for shape in self._shapes():
             size = int(np.prod(shape, dtype=np.int64))
@@ -302,7 +344,8 @@ class Network:
         (x_val, y_val, sample_weight_val), evaluated after each epoch. ``verbose``: 0 silent,
         1 a progress bar, 2 one line per epoch. Returns the history
         ``{"loss": [...], "val_loss": [...]}`` (per epoch; the epoch's loss is the mean of
-        the batch losses, each taken before its step, weighted by batch size).
+        the batch losses, each taken before its step, weighted by batch size). ``x`` and
+        ``y`` may be lists or dicts, as for :meth:`train_on_batch`.
         """
         from ._training import fit_loop
 
@@ -317,7 +360,8 @@ class Network:
             validation = self._batch("fit (validation_data)", *validation_data) \
                 if len(validation_data) == 3 else \
                 self._batch("fit (validation_data)", validation_data[0], validation_data[1], None)
-        return fit_loop(self._core.train_on_batch, self._core.evaluate, xa, ya, wa,
+        return fit_loop(lambda a, b, c: self._call(1, a, b, c)[0],
+                        lambda a, b, c: self._call(3, a, b, c)[0], xa, ya, wa,
                         batch_size, epochs, shuffle, seed, validation, verbose)
 
     # -- properties ----------------------------------------------------------------------

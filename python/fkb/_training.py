@@ -13,7 +13,7 @@ import numpy as np
 
 from ._errors import FKBArgumentError, ShapeError, UnsupportedError
 
-__all__ = ["loss_spec", "targets", "fit_loop", "LOSSES"]
+__all__ = ["loss_spec", "multi_loss_spec", "targets", "fit_loop", "LOSSES"]
 
 #: engine name -> {Keras option: default}
 LOSSES: dict[str, dict[str, Any]] = {
@@ -146,6 +146,129 @@ def loss_spec(loss: Any) -> str:
     raise UnsupportedError(f"loss must be a name or a Keras loss, not {type(loss).__name__}")
 
 
+def _per_output(value: Any, names: list[str], what: str) -> list[Any] | None:
+    """A list or dict by output name as a list in output order; None for one value."""
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise FKBArgumentError(f"compile: {what} for unknown output(s) {unknown}; the "
+                                   f"network's outputs are {names}")
+        missing = [n for n in names if n not in value]
+        if missing:
+            raise FKBArgumentError(f"compile: {what} missing for output(s) {missing}")
+        return [value[n] for n in names]
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(names):
+            raise FKBArgumentError(f"compile: {len(value)} {what} for a network with "
+                                   f"{len(names)} output(s) {names}")
+        return list(value)
+    return None
+
+
+def multi_loss_spec(loss: Any, loss_weights: Any, names: list[str]) -> str:
+    """The engine's loss text for Keras' compile(loss=..., loss_weights=...): one loss for
+    every output, or a list/dict of one per output, joined with ';'; each weight becomes the
+    item's ``weight=W``."""
+    losses = _per_output(loss, names, "losses")
+    if loss_weights is None:
+        weights = None
+    else:
+        weights = _per_output(loss_weights, names, "loss_weights")
+        if weights is None:
+            raise FKBArgumentError("compile: loss_weights must be a list or a dict by output "
+                                   "name")
+        for w in weights:
+            if isinstance(w, bool) or not isinstance(w, (int, float, np.floating, np.integer)) \
+                    or not math.isfinite(float(w)) or float(w) < 0:
+                raise FKBArgumentError(f"compile: loss weight {w!r} is not a finite number >= 0")
+    if losses is None:
+        one = loss_spec(loss)
+        if weights is None:
+            return one
+        items = [one] * len(names)
+    else:
+        items = [loss_spec(item) for item in losses]
+    if weights is not None:
+        items = [f"{item} weight={float(w)!r}" for item, w in zip(items, weights)]
+    return ";".join(items)
+
+
+def take(a: Any, sl: slice) -> Any:
+    """Rows `sl` of an array, of each array of a list, or None."""
+    if a is None:
+        return None
+    if isinstance(a, list):
+        return [np.ascontiguousarray(v[sl]) for v in a]
+    return np.ascontiguousarray(a[sl])
+
+
+def _named(value: Any, names: list[str], what: str, where: str) -> list[Any]:
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise FKBArgumentError(f"{where}: unknown {what} name(s) {unknown}; the network's "
+                                   f"{what}s are {names}")
+        missing = [n for n in names if n not in value]
+        if missing:
+            raise FKBArgumentError(f"{where}: {what}(s) {missing} missing")
+        return [value[n] for n in names]
+    if isinstance(value, (list, tuple)) and not (len(names) == 1 and len(value) != 1):
+        items = list(value)
+    else:
+        items = [value]
+    if len(items) != len(names):
+        raise FKBArgumentError(f"{where}: {len(items)} {what} array(s) for a network with "
+                               f"{len(names)} {what}(s) {names}")
+    return items
+
+
+def multi_inputs(x: Any, names: list[str], shapes: list[tuple], where: str) -> list[np.ndarray]:
+    """x (one array, a list or a dict by input name) as (batch, values) float64 arrays."""
+    out = []
+    for item, name, shape in zip(_named(x, names, "input", where), names, shapes):
+        try:
+            a = np.asarray(item, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise FKBArgumentError(f"{where}: input {name!r} is not an array of numbers "
+                                   f"({e})") from None
+        if a.ndim != len(shape) + 1 or a.shape[1:] != tuple(shape):
+            raise ShapeError(f"{where}: input {name!r} has shape {a.shape}, expected "
+                             f"(batch, {', '.join(map(str, shape))})")
+        if a.shape[0] < 1:
+            raise FKBArgumentError(f"{where}: empty batch")
+        out.append(np.ascontiguousarray(a.reshape(a.shape[0], -1)))
+    if len({a.shape[0] for a in out}) > 1:
+        raise ShapeError(f"{where}: the inputs have different batch sizes "
+                         f"{[a.shape[0] for a in out]}")
+    return out
+
+
+def multi_targets(y: Any, names: list[str], shapes: list[tuple], n_targets: list[int],
+                  batch: int, where: str) -> list[np.ndarray]:
+    """y (one array, a list or a dict by output name) as (batch, n_targets) float64 arrays:
+    each (batch, *output_shape), or for sparse categorical crossentropy the class indices
+    (batch, *output_shape[:-1]) with or without a trailing 1."""
+    out = []
+    for item, name, shape, nt in zip(_named(y, names, "output", where), names, shapes,
+                                     n_targets):
+        try:
+            a = np.asarray(item, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise FKBArgumentError(f"{where}: targets of {name!r} are not an array of numbers "
+                                   f"({e})") from None
+        full = (batch,) + tuple(shape)
+        ok = a.shape == full or (a.ndim >= 1 and a.shape[0] == batch and a.size == batch * nt
+                                 and nt != int(np.prod(shape)))
+        if not ok and nt == int(np.prod(shape)) == 1:
+            ok = a.shape == (batch,)
+        if not ok:
+            raise ShapeError(f"{where}: targets of output {name!r} have shape {a.shape}, "
+                             f"expected {full}" + ("" if nt == int(np.prod(shape)) else
+                                                   f" or {batch} x {nt} class indices"))
+        out.append(np.ascontiguousarray(a.reshape(batch, nt)))
+    return out
+
+
 def targets(y: Any, batch: int, n_targets: int, sparse: bool, where: str) -> np.ndarray:
     """y as a C-contiguous float64 (batch, n_targets) array, with Keras' accepted shapes:
     (batch, n_out); (batch,) when there is one output; for sparse categorical crossentropy
@@ -205,7 +328,7 @@ def fit_loop(
         raise FKBArgumentError(f"fit: batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise FKBArgumentError(f"fit: epochs must be an integer >= 0, got {epochs!r}")
-    n = x.shape[0]
+    n = x[0].shape[0] if isinstance(x, list) else x.shape[0]
     rng = np.random.default_rng(seed)
     history: dict[str, list[float]] = {"loss": []}
     if validation is not None:
@@ -227,9 +350,9 @@ def fit_loop(
         try:
             for b in range(n_batches):
                 idx = order[b * batch_size:(b + 1) * batch_size]
-                xb = np.ascontiguousarray(x[idx])
-                yb = np.ascontiguousarray(y[idx])
-                wb = None if w is None else np.ascontiguousarray(w[idx])
+                xb = take(x, idx)
+                yb = take(y, idx)
+                wb = take(w, idx)
                 total += step(xb, yb, wb) * len(idx)
                 if bar is not None:
                     bar.update(1)

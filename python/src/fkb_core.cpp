@@ -287,6 +287,94 @@ public:
         return py::make_tuple(loss, grads);
     }
 
+    // Several inputs/outputs: xs one (batch, values per sample) array per input, ts one
+    // (batch, n_targets(k)) array per output; mode 1 train, 2 gradients, 3 evaluate. Returns
+    // (loss, gradients or None).
+    py::tuple train_multi(int mode, const py::list &xs_in, const py::list &ts_in,
+                          py::handle sample_weight) {
+        const char *where = mode == 1 ? "train_on_batch" : mode == 2 ? "gradients" : "evaluate";
+        if (n_targets_ < 0) {
+            raise_error(FKB_ERR_ARGUMENT, std::string(where) +
+                                              ": the network is not compiled; call compile("
+                                              "optimizer, loss) first");
+        }
+        std::vector<f64_array> xs, ts;
+        std::vector<const double *> xp, tp;
+        int64_t batch = -1;
+        for (py::ssize_t k = 0; k < static_cast<py::ssize_t>(xs_in.size()); ++k) {
+            xs.push_back(as_f64(where, "x", xs_in[k]));
+            const f64_array &a = xs.back();
+            const int64_t width = fkb_network_input_size(net_, static_cast<int>(k));
+            if (a.ndim() != 2 || a.shape(1) != width) {
+                raise_error(FKB_ERR_SHAPE, std::string(where) + ": input " + std::to_string(k) +
+                                               " must be (batch, " + std::to_string(width) + ")");
+            }
+            if (batch >= 0 && a.shape(0) != batch) {
+                raise_error(FKB_ERR_SHAPE, std::string(where) +
+                                               ": the inputs have different batch sizes");
+            }
+            batch = a.shape(0);
+            xp.push_back(a.data());
+        }
+        if (batch < 1) raise_error(FKB_ERR_ARGUMENT, std::string(where) + ": empty batch");
+        for (py::ssize_t k = 0; k < static_cast<py::ssize_t>(ts_in.size()); ++k) {
+            ts.push_back(as_f64(where, "y", ts_in[k]));
+            const f64_array &a = ts.back();
+            const int64_t width = fkb_network_n_targets(net_, static_cast<int>(k));
+            if (a.size() != batch * width) {
+                raise_error(FKB_ERR_SHAPE,
+                            std::string(where) + ": targets " + std::to_string(k) + " have " +
+                                std::to_string(a.size()) + " values, expected " +
+                                std::to_string(batch * width) + " (" + std::to_string(batch) +
+                                " samples x " + std::to_string(width) + " targets)");
+            }
+            tp.push_back(a.data());
+        }
+        f64_array w;
+        const double *wp = nullptr;
+        if (!sample_weight.is_none()) {
+            w = as_f64(where, "sample_weight", sample_weight);
+            if (w.size() != batch) {
+                raise_error(FKB_ERR_SHAPE, std::string(where) + ": sample_weight has " +
+                                               std::to_string(w.size()) + " values for " +
+                                               std::to_string(batch) + " samples");
+            }
+            wp = w.data();
+        }
+        int64_t count = 0;
+        for (int64_t s : sizes_) count += s;
+        py::array_t<double> grads(static_cast<py::ssize_t>(mode == 2 ? count : 0));
+        double *gp = grads.mutable_data();
+        double loss = 0.0;
+        fkb_status status;
+        {
+            py::gil_scoped_release release;
+            std::unique_lock<std::shared_mutex> lock(mutex_);
+            const int n_in = static_cast<int>(xp.size()), n_out = static_cast<int>(tp.size());
+            if (mode == 1) {
+                status = fkb_network_train_on_batch_multi(net_, n_in, xp.data(), batch, n_out,
+                                                          tp.data(), wp, &loss);
+            } else if (mode == 2) {
+                status = fkb_network_gradients_multi(net_, n_in, xp.data(), batch, n_out,
+                                                     tp.data(), wp, &loss, gp, count);
+            } else {
+                status = fkb_network_evaluate_multi(net_, n_in, xp.data(), batch, n_out,
+                                                    tp.data(), wp, &loss);
+            }
+        }
+        if (status != FKB_OK && !custom_error_.empty()) {
+            std::string why = custom_error_;
+            custom_error_.clear();
+            raise_error(status, std::string(fkb_last_error()) + ": " + why);
+        }
+        if (status != FKB_OK) raise_status(status);
+        if (mode == 2) return py::make_tuple(loss, grads);
+        return py::make_tuple(loss, py::none());
+    }
+
+    // Targets per sample of output k for the compiled loss.
+    int64_t n_targets_of(int k) const { return fkb_network_n_targets(net_, k); }
+
     int64_t iterations() const { return fkb_network_iterations(net_); }
 
     // A file saved by a compiled network loads compiled (format 1.1); the package reads its
@@ -948,6 +1036,12 @@ PYBIND11_MODULE(_core, m) {
         .def("evaluate", &Network::evaluate, py::arg("x"), py::arg("y"),
              py::arg("sample_weight") = py::none(),
              "The compiled loss in inference mode; nothing changes.")
+        .def("train_multi", &Network::train_multi, py::arg("mode"), py::arg("xs"), py::arg("ts"),
+             py::arg("sample_weight") = py::none(),
+             "mode 1 train_on_batch, 2 gradients, 3 evaluate on lists of arrays (one per input, "
+             "one per output): (loss, flat gradients or None).")
+        .def("n_targets_of", &Network::n_targets_of, py::arg("k"),
+             "Targets per sample of output k (0-based) for the compiled loss.")
         .def("gradients", &Network::gradients, py::arg("x"), py::arg("y"),
              py::arg("sample_weight") = py::none(),
              "(loss, flat float64 gradient of every tensor in tensor order); nothing changes.")
