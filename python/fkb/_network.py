@@ -100,15 +100,12 @@ class Network:
         when C-contiguous; other numeric arrays are converted to the network's dtype.
         ``state``: an :class:`RnnState` carried between calls (recurrent layers).
         """
-        spec = self._header()
-        in_shapes = spec.input_shapes()
-        out_shapes = spec.output_shapes()
-        if len(in_shapes) == 1 and len(out_shapes) == 1 and len(in_shapes[0]) == 1 and \
-                len(out_shapes[0]) == 1 and not isinstance(x, dict) and state is None and \
+        in_shapes, out_shapes, rank1 = self._io()
+        if rank1 and not isinstance(x, dict) and state is None and \
                 not (isinstance(x, (list, tuple)) and len(x) == 1 and
                      isinstance(x[0], np.ndarray) and x[0].ndim == 2):
             return self._core.predict(x)  # rank-1 in and out: the engine's own checks
-        xs, single = self._inputs(x, spec)
+        xs, single = self._inputs(x, self._input_names(), in_shapes)
         batch = xs[0].shape[0]
         flat = [np.ascontiguousarray(a.reshape(batch, int(np.prod(s, dtype=np.int64))))
                 for a, s in zip(xs, in_shapes)]
@@ -129,12 +126,11 @@ class Network:
 
     __call__ = predict
 
-    def _inputs(self, x: Any, spec: ModelSpec) -> tuple[list[np.ndarray], bool]:
+    def _inputs(self, x: Any, names: list[str], shapes: list[tuple[int, ...]]
+                ) -> tuple[list[np.ndarray], bool]:
         """Input arrays (batch, *shape) in input order, and whether x had no batch axis."""
         from ._errors import FKBArgumentError, ShapeError
 
-        names = spec.input_names()
-        shapes = spec.input_shapes()
         if isinstance(x, dict):
             unknown = sorted(set(x) - set(names))
             if unknown:
@@ -401,6 +397,24 @@ class Network:
     def description(self) -> str:
         """The header text of the network's `.fkb` file (docs/format.md)."""
         return self._core.description
+
+    def _io(self) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]], bool]:
+        """Input and output shapes, and whether the network is one rank-1 input to one rank-1
+        output; asked of the engine once (predict's per-call cost stays that of the engine)."""
+        if getattr(self, "_io_cache", None) is None:
+            if hasattr(self._core, "input_shapes"):
+                ins = [tuple(v) for v in self._core.input_shapes()]
+                outs = [tuple(v) for v in self._core.output_shapes()]
+            else:  # pragma: no cover - an engine built before graphs
+                ins, outs = [(self._core.n_inputs,)], [(self._core.n_outputs,)]
+            rank1 = len(ins) == 1 and len(outs) == 1 and len(ins[0]) == 1 and len(outs[0]) == 1
+            self._io_cache = (ins, outs, rank1)
+        return self._io_cache
+
+    def _input_names(self) -> list[str]:
+        if getattr(self, "_names_cache", None) is None:
+            self._names_cache = self._header().input_names()
+        return self._names_cache
 
     def _header(self) -> ModelSpec:
         if self._spec is None:
