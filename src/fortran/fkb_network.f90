@@ -5,7 +5,7 @@
 !! `load`, `save` and `set_tensor` need exclusive access.
 module fkb_network_m
   use iso_fortran_env, only: real32, real64, int64
-  use iso_c_binding, only: c_null_char
+  use iso_c_binding, only: c_null_char, c_loc, c_f_pointer
   use fkb_errors, only: FKB_OK, FKB_ERR_ARGUMENT, FKB_ERR_SHAPE, FKB_ERR_MEMORY, &
                         FKB_ERR_FORMAT, FKB_ERR_LAYER, set_error, report, clear_layer_error, &
                         take_layer_error
@@ -98,6 +98,7 @@ module fkb_network_m
     procedure, private :: train_r64, train_r32, train_refs64, train_refs32
     generic :: train_on_batch => train_r64, train_r32, train_refs64, train_refs32
     procedure, private :: predict_r32_2d, predict_r64_2d, predict_r32_1d, predict_r64_1d
+    procedure, private :: contig_r32_2d, contig_r64_2d, contig_r32_1d, contig_r64_1d
     procedure, private :: predict_refs32, predict_refs64
     generic :: predict => predict_r32_2d, predict_r64_2d, predict_r32_1d, predict_r64_1d, &
                           predict_refs32, predict_refs64
@@ -745,7 +746,88 @@ contains
 
   ! ---- inference ----
 
+  ! The public predict takes arrays of any layout. Contiguous arrays (the normal case) reach
+  ! the contig_* routines as they are; a strided section is packed by the compiler on the way
+  ! (and y unpacked after). This also sidesteps a gfortran 12 bug: an ASSOCIATE name bound to a
+  ! strided section, passed straight to a CONTIGUOUS dummy, arrived unpacked (wrong results).
+
   subroutine predict_r32_2d(self, x, y, stat, errmsg, dropout_seed, state)
+    !! y(n_outputs, batch) = network(x(n_inputs, batch)), real32 host arrays. With
+    !! `dropout_seed`, Dropout layers are active (Monte-Carlo dropout) with masks drawn from
+    !! that seed: the same seed gives the same masks. With `state`, recurrent layers start
+    !! from the state the previous call left there (see fkb_rnn_state).
+    class(fkb_network), intent(inout) :: self
+    real(real32), intent(in), target :: x(:, :)
+    real(real32), intent(inout), target :: y(:, :)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    integer(int64), intent(in), optional :: dropout_seed
+    type(fkb_rnn_state), intent(inout), optional :: state
+    real(real32), pointer, contiguous :: xp(:, :), yp(:, :)
+    if (is_contiguous(x) .and. is_contiguous(y)) then   ! no pack/unpack calls
+      call c_f_pointer(c_loc(x), xp, shape(x))
+      call c_f_pointer(c_loc(y), yp, shape(y))
+      call self%contig_r32_2d(xp, yp, stat, errmsg, dropout_seed, state)
+    else
+      call self%contig_r32_2d(x, y, stat, errmsg, dropout_seed, state)
+    end if
+  end subroutine predict_r32_2d
+
+  subroutine predict_r64_2d(self, x, y, stat, errmsg, dropout_seed, state)
+    !! As above with real64 host arrays (the model still computes in its own precision).
+    class(fkb_network), intent(inout) :: self
+    real(real64), intent(in), target :: x(:, :)
+    real(real64), intent(inout), target :: y(:, :)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    integer(int64), intent(in), optional :: dropout_seed
+    type(fkb_rnn_state), intent(inout), optional :: state
+    real(real64), pointer, contiguous :: xp(:, :), yp(:, :)
+    if (is_contiguous(x) .and. is_contiguous(y)) then   ! no pack/unpack calls
+      call c_f_pointer(c_loc(x), xp, shape(x))
+      call c_f_pointer(c_loc(y), yp, shape(y))
+      call self%contig_r64_2d(xp, yp, stat, errmsg, dropout_seed, state)
+    else
+      call self%contig_r64_2d(x, y, stat, errmsg, dropout_seed, state)
+    end if
+  end subroutine predict_r64_2d
+
+  subroutine predict_r32_1d(self, x, y, stat, errmsg, state)
+    !! One sample: y(n_outputs) = network(x(n_inputs)).
+    class(fkb_network), intent(inout) :: self
+    real(real32), intent(in), target :: x(:)
+    real(real32), intent(inout), target :: y(:)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    type(fkb_rnn_state), intent(inout), optional :: state
+    real(real32), pointer, contiguous :: xp(:), yp(:)
+    if (is_contiguous(x) .and. is_contiguous(y)) then   ! no pack/unpack calls
+      call c_f_pointer(c_loc(x), xp, shape(x))
+      call c_f_pointer(c_loc(y), yp, shape(y))
+      call self%contig_r32_1d(xp, yp, stat, errmsg, state)
+    else
+      call self%contig_r32_1d(x, y, stat, errmsg, state)
+    end if
+  end subroutine predict_r32_1d
+
+  subroutine predict_r64_1d(self, x, y, stat, errmsg, state)
+    class(fkb_network), intent(inout) :: self
+    real(real64), intent(in), target :: x(:)
+    real(real64), intent(inout), target :: y(:)
+    integer, intent(out), optional :: stat
+    character(len=*), intent(inout), optional :: errmsg
+    type(fkb_rnn_state), intent(inout), optional :: state
+    real(real64), pointer, contiguous :: xp(:), yp(:)
+    if (is_contiguous(x) .and. is_contiguous(y)) then   ! no pack/unpack calls
+      call c_f_pointer(c_loc(x), xp, shape(x))
+      call c_f_pointer(c_loc(y), yp, shape(y))
+      call self%contig_r64_1d(xp, yp, stat, errmsg, state)
+    else
+      call self%contig_r64_1d(x, y, stat, errmsg, state)
+    end if
+  end subroutine predict_r64_1d
+
+  subroutine contig_r32_2d(self, x, y, stat, errmsg, dropout_seed, state)
     !! y(n_outputs, batch) = network(x(n_inputs, batch)), real32 host arrays. With
     !! `dropout_seed`, Dropout layers are active (Monte-Carlo dropout) with masks drawn from
     !! that seed: the same seed gives the same masks. With `state`, recurrent layers start
@@ -766,9 +848,9 @@ contains
     yr(1)%p(1:size(y)) => y
     call self%predict_core(st, msg, xs32=xr, ys32=yr, key=dropout_seed, state=state)
     call report(st, msg, stat, errmsg)
-  end subroutine predict_r32_2d
+  end subroutine contig_r32_2d
 
-  subroutine predict_r64_2d(self, x, y, stat, errmsg, dropout_seed, state)
+  subroutine contig_r64_2d(self, x, y, stat, errmsg, dropout_seed, state)
     !! As above with real64 host arrays (the model still computes in its own precision).
     class(fkb_network), intent(inout) :: self
     real(real64), intent(in), contiguous, target :: x(:, :)
@@ -786,9 +868,9 @@ contains
     yr(1)%p(1:size(y)) => y
     call self%predict_core(st, msg, xs64=xr, ys64=yr, key=dropout_seed, state=state)
     call report(st, msg, stat, errmsg)
-  end subroutine predict_r64_2d
+  end subroutine contig_r64_2d
 
-  subroutine predict_r32_1d(self, x, y, stat, errmsg, state)
+  subroutine contig_r32_1d(self, x, y, stat, errmsg, state)
     !! One sample: y(n_outputs) = network(x(n_inputs)).
     class(fkb_network), intent(inout) :: self
     real(real32), intent(in), contiguous, target :: x(:)
@@ -803,9 +885,9 @@ contains
     yr(1) = fkb_ref32(y, size(y, kind=int64), 1_int64)
     call self%predict_core(st, msg, xs32=xr, ys32=yr, state=state)
     call report(st, msg, stat, errmsg)
-  end subroutine predict_r32_1d
+  end subroutine contig_r32_1d
 
-  subroutine predict_r64_1d(self, x, y, stat, errmsg, state)
+  subroutine contig_r64_1d(self, x, y, stat, errmsg, state)
     class(fkb_network), intent(inout) :: self
     real(real64), intent(in), contiguous, target :: x(:)
     real(real64), intent(inout), contiguous, target :: y(:)
@@ -819,7 +901,7 @@ contains
     yr(1) = fkb_ref64(y, size(y, kind=int64), 1_int64)
     call self%predict_core(st, msg, xs64=xr, ys64=yr, state=state)
     call report(st, msg, stat, errmsg)
-  end subroutine predict_r64_1d
+  end subroutine contig_r64_1d
 
   subroutine predict_refs32(self, inputs, outputs, stat, errmsg, dropout_seed, state)
     !! Several inputs and outputs (fkb_refs): inputs(k) refers to an array (values of input k
