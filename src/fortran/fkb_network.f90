@@ -1122,7 +1122,8 @@ contains
       label = what
       if (merge(ni, no, what == 'input') > 1) label = what // ' ' // int_text(int(idx, int64))
       if (.not. assoc) then
-        call set_error(st, msg, FKB_ERR_ARGUMENT, label // ': no array given')
+        call set_error(st, msg, FKB_ERR_ARGUMENT, label // ': no array given (fkb_ref needs a ' &
+                       // 'contiguous array with the TARGET attribute)')
       else if (r /= want) then
         call set_error(st, msg, FKB_ERR_SHAPE, label // ' has ' // int_text(r) // &
                        ' values per sample, the network ' // merge('takes', 'gives', &

@@ -97,6 +97,8 @@ program test_errors
                   'layer dense', 'output a' // nl // 'layer dense'), FKB_ERR_FORMAT, &
                   'misplaced or malformed output record')
 
+  call strided_refs()
+
   ! Unknown names and options.
   call write_fkb(d // '/layer.fkb', replace(GOOD, 'layer dense', 'layer conv9d'), 36)
   call expect_load(d // '/layer.fkb', FKB_ERR_UNSUPPORTED, "unknown layer type 'conv9d'")
@@ -205,6 +207,29 @@ contains
                fkb_status_name(code) // " with '" // text // "', got " // &
                fkb_status_name(stat) // ': ' // trim(msg))
   end subroutine expect_load
+
+  subroutine strided_refs()
+    ! fkb_ref of a strided section is empty (a pointer to a packed copy would dangle): predict
+    ! says so; the same values in contiguous arrays work.
+    type(fkb_network) :: g
+    real(real32), target :: a(2, 4), b(3, 4), s(3, 4), da(3, 4), wide(3, 8)
+    type(fkb_ref32) :: ins(2), outs(2)
+    integer :: st
+    character(len=1024) :: m
+    call g%load(d // '/graph.fkb', stat=st)
+    a = 0.5
+    b = 1
+    wide = 1
+    m = ''
+    ins = [fkb_ref(a), fkb_ref(wide(:, 1:8:2))]
+    outs = [fkb_ref(s), fkb_ref(da)]
+    call g%predict(ins, outs, stat=st, errmsg=m)
+    call check(st == FKB_ERR_ARGUMENT .and. index(m, 'input 2: no array given') > 0, &
+               'a strided section in fkb_ref is refused: ' // trim(m))
+    ins(2) = fkb_ref(b)
+    call g%predict(ins, outs, stat=st, errmsg=m)
+    call check(st == FKB_OK .and. all(abs(s - (da + 1)) < 1e-6), 'contiguous references work')
+  end subroutine strided_refs
 
   subroutine graph_case(name, header, code, text)
     ! A broken graph header is refused with its message; the network loaded before is kept.
