@@ -144,12 +144,16 @@ contains
       self%out_shape = [self%units]
     end if
     self%n_out = product(self%out_shape)
-    ! Scratch per sample: xw (nU per step), h, g (recurrent product), and per kind c and
-    ! act(c) (lstm) or r*h and its product (gru, reset_after=0).
+    ! Scratch per sample: xw (nU per step), h, g (recurrent product), and per kind c (lstm)
+    ! or r*h and its product (gru, reset_after=0).
+    ! lstm and gru also zb (rec_rows per sample): the gate-major pre-activations of a block.
     self%scratch = nu * self%steps + self%units + self%rec_rows()
-    if (self%kind == RNN_LSTM) self%scratch = self%scratch + 2 * self%units
+    if (self%kind == RNN_LSTM) self%scratch = self%scratch + self%units
     if (self%kind == RNN_GRU .and. .not. self%reset_after) &
       self%scratch = self%scratch + 2 * self%units
+    if (self%kind /= RNN_SIMPLE) self%scratch = self%scratch + self%rec_rows()
+    ! and xs (C per step): the input reordered step-major, so that a step's xw is contiguous.
+    self%scratch = self%scratch + self%channels * self%steps
     self%state_size = self%units
     if (self%kind == RNN_LSTM) self%state_size = 2 * self%units
   end subroutine rnn_configure
@@ -222,7 +226,7 @@ contains
     real(real32), intent(inout), contiguous :: ws(:)
     real(real32), intent(inout), contiguous, optional :: state(:)
     real(real32) :: none(1)
-    integer(int64) :: n, o(7)
+    integer(int64) :: n, o(9)
     n = size(x, 2, kind=int64)
     call offsets(self, n, o)
     none = 0
@@ -244,11 +248,12 @@ contains
       real(real32), intent(in) :: u(*), b(*), u2(*)
       call core_r32(self, n, self%rec_rows(), x, y, self%params(1)%r32, u, b, u2, &
                     ws(o(1) + 1:o(2)), ws(o(2) + 1:o(3)), ws(o(3) + 1:o(4)), &
-                    ws(o(4) + 1:o(5)), ws(o(5) + 1:o(6)), ws(o(6) + 1:o(7)), state)
+                    ws(o(4) + 1:o(5)), ws(o(5) + 1:o(6)), ws(o(6) + 1:o(7)), &
+                    ws(o(7) + 1:o(8)), ws(o(8) + 1:o(9)), state)
     end subroutine run
   end subroutine rnn_forward_ws_r32
 
-  subroutine core_r32(self, n, nr, x, y, w, u, b, u2, xw, h, g, c, t1, t2, state)
+  subroutine core_r32(self, n, nr, x, y, w, u, b, u2, xw, h, g, c, t1, t2, zb, xs, state)
     integer, parameter :: wp = real32
     class(fkb_rnn_t), intent(in) :: self
     integer(int64), intent(in) :: n, nr
@@ -257,7 +262,8 @@ contains
     real(wp), intent(in) :: w(*), u(*), b(*), u2(*)
     real(wp), intent(inout) :: xw(self%gates * self%units, self%steps * n)
     real(wp), intent(inout) :: h(self%units, n), g(nr, n), c(self%units, *)
-    real(wp), intent(inout) :: t1(self%units, *), t2(self%units, *)
+    real(wp), intent(inout) :: t1(self%units, *), t2(self%units, *), zb(*)
+    real(wp), intent(inout) :: xs(self%channels, self%steps * n)
     real(wp), intent(inout), optional :: state(self%units, n, *)
     include 'kernels/rnn_forward.inc'
   contains
@@ -282,7 +288,7 @@ contains
     real(real64), intent(inout), contiguous :: ws(:)
     real(real64), intent(inout), contiguous, optional :: state(:)
     real(real64) :: none(1)
-    integer(int64) :: n, o(7)
+    integer(int64) :: n, o(9)
     n = size(x, 2, kind=int64)
     call offsets(self, n, o)
     none = 0
@@ -304,11 +310,12 @@ contains
       real(real64), intent(in) :: u(*), b(*), u2(*)
       call core_r64(self, n, self%rec_rows(), x, y, self%params(1)%r64, u, b, u2, &
                     ws(o(1) + 1:o(2)), ws(o(2) + 1:o(3)), ws(o(3) + 1:o(4)), &
-                    ws(o(4) + 1:o(5)), ws(o(5) + 1:o(6)), ws(o(6) + 1:o(7)), state)
+                    ws(o(4) + 1:o(5)), ws(o(5) + 1:o(6)), ws(o(6) + 1:o(7)), &
+                    ws(o(7) + 1:o(8)), ws(o(8) + 1:o(9)), state)
     end subroutine run
   end subroutine rnn_forward_ws_r64
 
-  subroutine core_r64(self, n, nr, x, y, w, u, b, u2, xw, h, g, c, t1, t2, state)
+  subroutine core_r64(self, n, nr, x, y, w, u, b, u2, xw, h, g, c, t1, t2, zb, xs, state)
     integer, parameter :: wp = real64
     class(fkb_rnn_t), intent(in) :: self
     integer(int64), intent(in) :: n, nr
@@ -317,7 +324,8 @@ contains
     real(wp), intent(in) :: w(*), u(*), b(*), u2(*)
     real(wp), intent(inout) :: xw(self%gates * self%units, self%steps * n)
     real(wp), intent(inout) :: h(self%units, n), g(nr, n), c(self%units, *)
-    real(wp), intent(inout) :: t1(self%units, *), t2(self%units, *)
+    real(wp), intent(inout) :: t1(self%units, *), t2(self%units, *), zb(*)
+    real(wp), intent(inout) :: xs(self%channels, self%steps * n)
     real(wp), intent(inout), optional :: state(self%units, n, *)
     include 'kernels/rnn_forward.inc'
   contains
@@ -325,18 +333,18 @@ contains
   end subroutine core_r64
 
   pure subroutine offsets(self, n, o)
-    ! Where xw, h, g, c, t1, t2 start in the workspace (o(k)+1 .. o(k+1)); unused ones are
-    ! empty. c and t1 hold lstm's cell state and act(c); t1 and t2 gru's r*h and (r*h).U_h.
+    ! Where xw, h, g, c, t1, t2, zb, xs start in the workspace (o(k)+1 .. o(k+1)); unused ones are
+    ! empty. c holds lstm's cell state; t1 and t2 gru's r*h and (r*h).U_h (reset_after=0);
+    ! zb (lstm, gru) the gate-major pre-activations of one block of samples.
     class(fkb_rnn_t), intent(in) :: self
     integer(int64), intent(in) :: n
-    integer(int64), intent(out) :: o(7)
+    integer(int64), intent(out) :: o(9)
     integer(int64) :: uu, sc, st
     uu = self%units
     sc = 0
     st = 0
     if (self%kind == RNN_LSTM) then
       sc = uu
-      st = uu
     else if (self%kind == RNN_GRU .and. .not. self%reset_after) then
       st = uu
     end if
@@ -346,7 +354,9 @@ contains
     o(4) = o(3) + self%rec_rows() * n                  ! g
     o(5) = o(4) + sc * n                               ! c
     o(6) = o(5) + st * n                               ! t1
-    o(7) = o(6) + merge(st, 0_int64, self%kind == RNN_GRU) * n   ! t2
+    o(7) = o(6) + st * n                               ! t2
+    o(8) = o(7) + merge(self%rec_rows(), 0_int64, self%kind /= RNN_SIMPLE) * n   ! zb
+    o(9) = o(8) + self%channels * self%steps * n       ! xs
   end subroutine offsets
 
 end module fkb_layer_rnn
