@@ -320,7 +320,8 @@ contains
         ' ulp (float64), ', w32, ' ulp (float32)'
       print '(a)', trim(line)
       call check(w64 <= 2, trim(NAMES(f)) // ' float64 within 2 ulp of real128')
-      call check(w32 <= 1, trim(NAMES(f)) // ' float32 within 1 ulp of real128')
+      ! float32 exp/tanh/sigmoid are computed in real32 (kernels/vmath.inc: <= 1.16 ulp)
+      call check(w32 <= 2, trim(NAMES(f)) // ' float32 within 2 ulp of real128')
     end do
   end subroutine accuracy
 
