@@ -9,7 +9,7 @@ module fkb_activation
   public :: fkb_activation_t, activation_from_name, activation_name, activation_takes_alpha
   public :: apply_activation, bias_activation, read_activation, write_activation
   public :: activation_backward
-  public :: ACT_LINEAR, ACT_RELU_GENERAL, ACT_LEAKY_RELU, ACT_ELU, ACT_SOFTMAX
+  public :: ACT_LINEAR, ACT_RELU, ACT_RELU_GENERAL, ACT_LEAKY_RELU, ACT_ELU, ACT_SOFTMAX
 
   enum, bind(c)
     enumerator :: ACT_LINEAR = 1, ACT_RELU, ACT_RELU6, ACT_LEAKY_RELU, ACT_ELU, ACT_SELU, &

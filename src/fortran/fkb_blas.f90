@@ -9,12 +9,24 @@
 !! the sum over k in order 1..k, whatever the batch size, the split of a batch into calls or
 !! the number of threads. BLAS may choose its blocking and kernels by matrix shape, so with it
 !! one column's result can depend on how many columns shared the call.
+!!
+!! On CPUs with AVX-512 the forward products (gemm, gemv, fused_gemm) use FKB's own kernels
+!! (src/cpu/fkb_gemm_avx512.c) instead: faster on a layer's shapes, bias and ReLU/LeakyReLU
+!! applied in registers, and every element one in-order chain of fused multiply-adds, so a
+!! sample's result is the same whatever the batch size or thread count. They use the OpenMP
+!! threads; FKB_GEMM=blas in the environment keeps everything on BLAS.
 module fkb_blas
   use iso_fortran_env, only: real32, real64, int32, int64
+  use iso_c_binding, only: c_int, c_int64_t, c_float, c_double
   use omp_lib, only: omp_in_parallel
   implicit none
   private
   public :: gemm, gemv, gemm_nt, gemm_tn, BLAS_INT_MAX, set_deterministic, is_deterministic, init_backend
+  public :: fused_gemm, fast_gemm_available
+  public :: FUSED_NONE, FUSED_RELU, FUSED_LEAKY
+
+  !> Activations fused_gemm applies in registers (the C kernels' FKB_CPU_ACT_* values).
+  integer, parameter :: FUSED_NONE = 0, FUSED_RELU = 1, FUSED_LEAKY = 2
 
   integer(int64), parameter :: BLAS_INT_MAX = huge(1_int32)  !! largest dimension BLAS takes
   integer(int64), parameter :: COLUMN_BLOCK = 8                !! fixed-order kernel's block
@@ -52,6 +64,38 @@ module fkb_blas
       real(real64), intent(inout) :: y(*)
     end subroutine dgemv
   end interface
+
+  interface
+    integer(c_int) function fkb_cpu_gemm_available() bind(C, name='fkb_cpu_gemm_available')
+      import :: c_int
+    end function fkb_cpu_gemm_available
+    integer(c_int) function fkb_cpu_sgemm(m, n, k, a, b, c, bias, act, alpha, threaded) &
+        bind(C, name='fkb_cpu_sgemm')
+      import :: c_int, c_int64_t, c_float, c_double
+      integer(c_int64_t), value :: m, n, k
+      real(c_float), intent(in) :: a(*), b(*)
+      real(c_float), intent(inout) :: c(*)
+      real(c_float), intent(in), optional :: bias(*)     ! absent: NULL
+      integer(c_int), value :: act, threaded
+      real(c_double), value :: alpha
+    end function fkb_cpu_sgemm
+    integer(c_int) function fkb_cpu_dgemm(m, n, k, a, b, c, bias, act, alpha, threaded) &
+        bind(C, name='fkb_cpu_dgemm')
+      import :: c_int, c_int64_t, c_double
+      integer(c_int64_t), value :: m, n, k
+      real(c_double), intent(in) :: a(*), b(*)
+      real(c_double), intent(inout) :: c(*)
+      real(c_double), intent(in), optional :: bias(*)    ! absent: NULL
+      integer(c_int), value :: act, threaded
+      real(c_double), value :: alpha
+    end function fkb_cpu_dgemm
+  end interface
+
+  interface fused_gemm
+    !! c(m,n) = act(a(m,k) . b(k,n) + bias) with FKB's own kernels, act one of FUSED_*;
+    !! .false. (nothing written) where they are unavailable: the caller then uses gemm.
+    module procedure fused_gemm_r32, fused_gemm_r64
+  end interface fused_gemm
 
   interface gemm
     !! c(m,n) = a(m,k) . b(k,n), column-major; a is passed flat, b and c as contiguous 2-D.
@@ -96,6 +140,41 @@ contains
     is_deterministic = deterministic
   end function is_deterministic
 
+  logical function fast_gemm_available()
+    !! Whether gemm/gemv/fused_gemm run FKB's own kernels (not in deterministic mode).
+    fast_gemm_available = .not. deterministic .and. fkb_cpu_gemm_available() == 1
+  end function fast_gemm_available
+
+  logical function fused_gemm_r32(m, n, k, a, b, c, act, alpha, threaded, bias) result(done)
+    integer(int64), intent(in) :: m, n, k
+    real(real32), intent(in) :: a(*)           ! flat m x k matrix (a layer's weights)
+    real(real32), intent(in) :: b(k, *)
+    real(real32), intent(inout) :: c(m, *)
+    integer, intent(in) :: act
+    real(real64), intent(in) :: alpha        !! LeakyReLU's slope, as the kernel should use it
+    logical, intent(in) :: threaded          !! may use the OpenMP threads
+    real(real32), intent(in), optional :: bias(*)
+    done = .false.
+    if (deterministic) return
+    done = fkb_cpu_sgemm(m, n, k, a, b, c, bias, int(act, c_int), alpha, &
+                         merge(1_c_int, 0_c_int, threaded)) == 0
+  end function fused_gemm_r32
+
+  logical function fused_gemm_r64(m, n, k, a, b, c, act, alpha, threaded, bias) result(done)
+    integer(int64), intent(in) :: m, n, k
+    real(real64), intent(in) :: a(*)           ! flat m x k matrix (a layer's weights)
+    real(real64), intent(in) :: b(k, *)
+    real(real64), intent(inout) :: c(m, *)
+    integer, intent(in) :: act
+    real(real64), intent(in) :: alpha        !! LeakyReLU's slope, as the kernel should use it
+    logical, intent(in) :: threaded          !! may use the OpenMP threads
+    real(real64), intent(in), optional :: bias(*)
+    done = .false.
+    if (deterministic) return
+    done = fkb_cpu_dgemm(m, n, k, a, b, c, bias, int(act, c_int), alpha, &
+                         merge(1_c_int, 0_c_int, threaded)) == 0
+  end function fused_gemm_r64
+
   subroutine gemm_r32(m, n, k, a, b, c)
     integer(int64), intent(in) :: m, n, k
     real(real32), intent(in) :: a(*)          ! flat m x k matrix (a layer's weights)
@@ -105,6 +184,7 @@ contains
       call fixed_order_r32(m, n, k, a, b, c)
       return
     end if
+    if (fkb_cpu_sgemm(m, n, k, a, b, c, act=0_c_int, alpha=0.0_c_double, threaded=1_c_int) == 0) return
     call sgemm('N', 'N', int(m, int32), int(n, int32), int(k, int32), 1.0_real32, a, &
                int(max(m, 1_int64), int32), b, int(max(k, 1_int64), int32), 0.0_real32, c, &
                int(max(m, 1_int64), int32))
@@ -119,6 +199,7 @@ contains
       call fixed_order_r64(m, n, k, a, b, c)
       return
     end if
+    if (fkb_cpu_dgemm(m, n, k, a, b, c, act=0_c_int, alpha=0.0_c_double, threaded=1_c_int) == 0) return
     call dgemm('N', 'N', int(m, int32), int(n, int32), int(k, int32), 1.0_real64, a, &
                int(max(m, 1_int64), int32), b, int(max(k, 1_int64), int32), 0.0_real64, c, &
                int(max(m, 1_int64), int32))
@@ -133,6 +214,8 @@ contains
       call fixed_order_r32(m, 1_int64, k, a, x, y)
       return
     end if
+    if (fkb_cpu_sgemm(m, 1_int64, k, a, x, y, act=0_c_int, alpha=0.0_c_double, threaded=1_c_int) == 0) &
+      return
     call sgemv('N', int(m, int32), int(k, int32), 1.0_real32, a, int(max(m, 1_int64), int32), &
                x, 1_int32, 0.0_real32, y, 1_int32)
   end subroutine gemv_r32
@@ -146,6 +229,8 @@ contains
       call fixed_order_r64(m, 1_int64, k, a, x, y)
       return
     end if
+    if (fkb_cpu_dgemm(m, 1_int64, k, a, x, y, act=0_c_int, alpha=0.0_c_double, threaded=1_c_int) == 0) &
+      return
     call dgemv('N', int(m, int32), int(k, int32), 1.0_real64, a, int(max(m, 1_int64), int32), &
                x, 1_int32, 0.0_real64, y, 1_int32)
   end subroutine gemv_r64

@@ -23,6 +23,7 @@ module fkb_layer_conv1d
   use fkb_layer, only: fkb_layer_t
   use fkb_activation, only: fkb_activation_t, read_activation, write_activation, bias_activation
   use fkb_blas, only: gemm, gemv, BLAS_INT_MAX
+  use fkb_affine, only: affine
   implicit none
   private
   public :: fkb_conv1d_t
@@ -286,7 +287,7 @@ contains
     end if
   contains
     subroutine body(b)
-      real(wp), intent(in), optional :: b(:)
+      real(wp), intent(in), optional, contiguous :: b(:)
       include 'kernels/conv1d.inc'
     end subroutine body
   end subroutine conv_r32
@@ -306,7 +307,7 @@ contains
     end if
   contains
     subroutine body(b)
-      real(wp), intent(in), optional :: b(:)
+      real(wp), intent(in), optional, contiguous :: b(:)
       include 'kernels/conv1d.inc'
     end subroutine body
   end subroutine conv_r64

@@ -1,5 +1,5 @@
-!! Dense: y = act(kernel^T x + bias), one GEMM over the batch, then bias and activation fused
-!! in one cache-blocked pass over the result.
+!! Dense: y = act(kernel^T x + bias) over the batch (fkb_affine: one product with bias and
+!! activation fused into it or applied to cache-sized blocks of its result).
 module fkb_layer_dense
   use iso_fortran_env, only: real32, real64, int64
   use fkb_errors, only: FKB_OK, FKB_ERR_FORMAT, set_error
@@ -8,7 +8,8 @@ module fkb_layer_dense
   use fkb_activation, only: fkb_activation_t, read_activation, write_activation, bias_activation, &
                             apply_activation, activation_backward
   use fkb_tensor, only: fkb_tensor_t
-  use fkb_blas, only: gemm, gemv, gemm_nt, gemm_tn, BLAS_INT_MAX
+  use fkb_blas, only: gemm, gemm_nt, gemm_tn, BLAS_INT_MAX
+  use fkb_affine, only: affine
   implicit none
   private
   public :: fkb_dense_t
@@ -99,15 +100,10 @@ contains
     real(real32), intent(inout), contiguous :: y(:, :)
     integer(int64) :: n
     n = size(x, 2, kind=int64)
-    if (n == 1) then
-      call gemv(self%n_out, self%n_in, self%params(1)%r32, x, y)
-    else
-      call gemm(self%n_out, n, self%n_in, self%params(1)%r32, x, y)
-    end if
     if (self%use_bias) then
-      call bias_activation(self%act, self%n_out, n, y, self%params(2)%r32)
+      call affine(self%act, self%n_out, n, self%n_in, self%params(1)%r32, x, y, self%params(2)%r32)
     else
-      call bias_activation(self%act, self%n_out, n, y)
+      call affine(self%act, self%n_out, n, self%n_in, self%params(1)%r32, x, y)
     end if
   end subroutine dense_forward_r32
 
@@ -117,15 +113,10 @@ contains
     real(real64), intent(inout), contiguous :: y(:, :)
     integer(int64) :: n
     n = size(x, 2, kind=int64)
-    if (n == 1) then
-      call gemv(self%n_out, self%n_in, self%params(1)%r64, x, y)
-    else
-      call gemm(self%n_out, n, self%n_in, self%params(1)%r64, x, y)
-    end if
     if (self%use_bias) then
-      call bias_activation(self%act, self%n_out, n, y, self%params(2)%r64)
+      call affine(self%act, self%n_out, n, self%n_in, self%params(1)%r64, x, y, self%params(2)%r64)
     else
-      call bias_activation(self%act, self%n_out, n, y)
+      call affine(self%act, self%n_out, n, self%n_in, self%params(1)%r64, x, y)
     end if
   end subroutine dense_forward_r64
 

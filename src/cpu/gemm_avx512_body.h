@@ -1,0 +1,227 @@
+/* Body of the AVX-512 matrix products, included once per precision by fkb_gemm_avx512.c
+ * with these macros defined:
+ *   REAL     float / double          VEC    __m512 / __m512d
+ *   W        lanes per vector (16/8) MASK   __mmask16 / __mmask8
+ *   V_ZERO, V_SET1, V_LOADZ(mask, p), V_STOREM(p, mask, v), V_FMA(a, b, c), V_ADD, V_MUL,
+ *   V_LT0(v) (mask of lanes < 0, false for NaN), V_BLEND(mask, v_false, v_true)
+ *   NAME(x)  pastes the precision's prefix onto a function name.
+ *
+ * Every element is c(i,j) = sum over p = 0..k-1 in order of a(i,p)*b(p,j), one fused
+ * multiply-add per step in a single accumulator: the same bits whatever the batch size, the
+ * tile an element falls in, or the thread that computes it. */
+
+/* Bias and activation applied to one vector of results, as the Fortran pass computes them
+ * (y + b, then relu: y < 0 ? 0 : y, or leaky: y < 0 ? alpha*y : y; NaN passes through). */
+static inline __attribute__((always_inline)) TARGET VEC NAME(epilogue)(
+    VEC v, const REAL *bias, MASK m, int act, VEC alpha)
+{
+    if (bias) v = V_ADD(v, V_LOADZ(m, bias));
+    if (act == FKB_CPU_ACT_RELU) v = V_BLEND(V_LT0(v), v, V_ZERO);
+    else if (act == FKB_CPU_ACT_LEAKY) v = V_BLEND(V_LT0(v), v, V_MUL(alpha, v));
+    return v;
+}
+
+/* One register tile: rows i..i+2W-1 (or i..i+W-1 when HALF) of columns j..j+NR-1.
+ * a points at a(i,0), b at b(0,j), c at c(i,j); m0/m1 mask the rows that exist (all set
+ * unless MASKED, the last row panel: then the loads in the k loop are masked too). 2W x 12 measured fastest on Zen 4 among
+ * W x 14, 2W x 14, 2W x 12, 3W x 8, 4W x 6 and 4W x 7 at these shapes (a 12-column tile
+ * leaves the 16 general registers enough for the 12 column pointers). */
+static inline __attribute__((always_inline)) TARGET void NAME(tile)(
+    const int NR, const int HALF, const int MASKED, int64_t k, const REAL *a, int64_t lda, const REAL *b,
+    int64_t ldb, REAL *c, int64_t ldc, MASK m0, MASK m1, const REAL *bias, int act, VEC alpha)
+{
+#define FKB_DECL(j) VEC x##j = V_ZERO, y##j = V_ZERO;
+    FKB_REP12(FKB_DECL)
+#undef FKB_DECL
+    for (int64_t p = 0; p < k; p++) {
+        const VEC a0 = MASKED ? V_LOADZ(m0, a + p * lda) : V_LOAD(a + p * lda);
+        const VEC a1 = HALF ? V_ZERO : MASKED ? V_LOADZ(m1, a + p * lda + W)
+                                              : V_LOAD(a + p * lda + W);
+#define FKB_STEP(j)                                                                          \
+        if (NR > j) {                                                                        \
+            const VEC bj = V_SET1(b[j * ldb + p]);                                           \
+            x##j = V_FMA(a0, bj, x##j);                                                      \
+            if (!HALF) y##j = V_FMA(a1, bj, y##j);                                           \
+        }
+        FKB_REP12(FKB_STEP)
+#undef FKB_STEP
+    }
+#define FKB_STORE(j)                                                                         \
+    if (NR > j) {                                                                            \
+        V_STOREM(c + j * ldc, m0, NAME(epilogue)(x##j, bias, m0, act, alpha));              \
+        if (!HALF) V_STOREM(c + j * ldc + W, m1, NAME(epilogue)(y##j, bias ? bias + W : 0,  \
+                                                              m1, act, alpha));             \
+    }
+    FKB_REP12(FKB_STORE)
+#undef FKB_STORE
+}
+
+#define FKB_TILE_INSTANCE(N)                                                                 \
+    static TARGET void NAME(tile##N)(int64_t k, const REAL *a, int64_t lda, const REAL *b,   \
+        int64_t ldb, REAL *c, int64_t ldc, MASK m0, MASK m1, const REAL *bias, int act,      \
+        VEC alpha)                                                                           \
+    { NAME(tile)(N, 0, 0, k, a, lda, b, ldb, c, ldc, m0, m1, bias, act, alpha); }            \
+    static TARGET void NAME(edge##N)(int64_t k, const REAL *a, int64_t lda, const REAL *b,   \
+        int64_t ldb, REAL *c, int64_t ldc, MASK m0, MASK m1, const REAL *bias, int act,      \
+        VEC alpha)                                                                           \
+    { NAME(tile)(N, 0, 1, k, a, lda, b, ldb, c, ldc, m0, m1, bias, act, alpha); }            \
+    static TARGET void NAME(half##N)(int64_t k, const REAL *a, int64_t lda, const REAL *b,   \
+        int64_t ldb, REAL *c, int64_t ldc, MASK m0, MASK m1, const REAL *bias, int act,      \
+        VEC alpha)                                                                           \
+    { NAME(tile)(N, 1, 1, k, a, lda, b, ldb, c, ldc, m0, m1, bias, act, alpha); }
+FKB_TILE_INSTANCE(12)
+FKB_TILE_INSTANCE(8)
+FKB_TILE_INSTANCE(4)
+FKB_TILE_INSTANCE(2)
+FKB_TILE_INSTANCE(1)
+#undef FKB_TILE_INSTANCE
+
+typedef void (*NAME(tile_fn))(int64_t, const REAL *, int64_t, const REAL *, int64_t, REAL *,
+                              int64_t, MASK, MASK, const REAL *, int, VEC);
+
+static inline MASK NAME(rows_mask)(int64_t rows)
+{
+    return rows >= W ? (MASK)~(MASK)0 : rows <= 0 ? (MASK)0 : (MASK)((1u << rows) - 1u);
+}
+
+/* Columns j0..j0+nr-1 (nr <= NR_MAX) of the product, every row. */
+static TARGET void NAME(column_tile)(int64_t m, int nr, int64_t k, const REAL *a,
+    const REAL *b, REAL *c, const REAL *bias, int act, REAL alpha_r)
+{
+    const VEC alpha = V_SET1(alpha_r);
+    static const NAME(tile_fn) full[5] = {NAME(tile12), NAME(tile8), NAME(tile4), NAME(tile2),
+                                          NAME(tile1)};
+    static const NAME(tile_fn) edge[5] = {NAME(edge12), NAME(edge8), NAME(edge4), NAME(edge2),
+                                          NAME(edge1)};
+    static const NAME(tile_fn) half[5] = {NAME(half12), NAME(half8), NAME(half4), NAME(half2),
+                                          NAME(half1)};
+    static const int width[5] = {NR_MAX, 8, 4, 2, 1};
+    int done = 0;
+    for (int s = 0; s < 5; s++) {
+        while (nr - done >= width[s]) {
+            const REAL *bj = b + done * k;
+            REAL *cj = c + done * m;
+            for (int64_t i = 0; i < m; i += 2 * W) {
+                const int64_t rows = m - i;
+                const REAL *bi = bias ? bias + i : 0;
+                if (rows >= 2 * W)
+                    full[s](k, a + i, m, bj, k, cj + i, m, (MASK)~(MASK)0, (MASK)~(MASK)0, bi,
+                            act, alpha);
+                else if (rows <= W)
+                    half[s](k, a + i, m, bj, k, cj + i, m, NAME(rows_mask)(rows), 0, bi, act,
+                            alpha);
+                else
+                    edge[s](k, a + i, m, bj, k, cj + i, m, NAME(rows_mask)(rows),
+                            NAME(rows_mask)(rows - W), bi, act, alpha);
+            }
+            done += width[s];
+        }
+    }
+}
+
+/* The single-sample product: up to 16 vectors of rows held in registers while the whole
+ * of k streams past (one column of a per step), so it runs at the cache's bandwidth. Only
+ * the last vector of the last panel is masked (MASKED): masked loads cost more on Zen 4. */
+static inline __attribute__((always_inline)) TARGET void NAME(gemv_panel)(
+    const int NV, const int MASKED, int64_t k, const REAL *a, int64_t lda, const REAL *x,
+    REAL *y, MASK last, const REAL *bias, int act, VEC alpha)
+{
+    const MASK all = (MASK)~(MASK)0;
+#define FKB_DECL(v) VEC s##v = V_ZERO;
+    FKB_REP16(FKB_DECL)
+#undef FKB_DECL
+    for (int64_t p = 0; p < k; p++) {
+        const VEC xp = V_SET1(x[p]);
+        const REAL *ap = a + p * lda;
+#define FKB_STEP(v)                                                                          \
+        if (NV > v) s##v = V_FMA(MASKED && NV - 1 == v ? V_LOADZ(last, ap + v * W)          \
+                                                       : V_LOAD(ap + v * W), xp, s##v);
+        FKB_REP16(FKB_STEP)
+#undef FKB_STEP
+    }
+#define FKB_STORE(v)                                                                         \
+    if (NV > v) {                                                                            \
+        const MASK mv = MASKED && NV - 1 == v ? last : all;                                  \
+        V_STOREM(y + v * W, mv, NAME(epilogue)(s##v, bias ? bias + v * W : 0, mv, act,      \
+                                               alpha));                                      \
+    }
+    FKB_REP16(FKB_STORE)
+#undef FKB_STORE
+}
+
+#define FKB_GEMV_INSTANCE(N)                                                                 \
+    static TARGET void NAME(gemv##N)(int64_t k, const REAL *a, int64_t lda, const REAL *x,   \
+        REAL *y, MASK last, const REAL *bias, int act, VEC alpha)                            \
+    { NAME(gemv_panel)(N, 0, k, a, lda, x, y, last, bias, act, alpha); }                     \
+    static TARGET void NAME(gemv_masked##N)(int64_t k, const REAL *a, int64_t lda,           \
+        const REAL *x, REAL *y, MASK last, const REAL *bias, int act, VEC alpha)             \
+    { NAME(gemv_panel)(N, 1, k, a, lda, x, y, last, bias, act, alpha); }
+FKB_REP16_N(FKB_GEMV_INSTANCE)
+#undef FKB_GEMV_INSTANCE
+
+typedef void (*NAME(gemv_fn))(int64_t, const REAL *, int64_t, const REAL *, REAL *, MASK,
+                              const REAL *, int, VEC);
+
+/* Rows i0..i1-1 of the single-sample product. */
+static TARGET void NAME(gemv_rows)(int64_t m, int64_t i0, int64_t i1, int64_t k,
+    const REAL *a, const REAL *x, REAL *y, const REAL *bias, int act, REAL alpha_r)
+{
+    const VEC alpha = V_SET1(alpha_r);
+#define FKB_NAME(N) NAME(gemv##N),
+    static const NAME(gemv_fn) panel[16] = {FKB_REP16_N(FKB_NAME)};
+#undef FKB_NAME
+#define FKB_NAME(N) NAME(gemv_masked##N),
+    static const NAME(gemv_fn) masked[16] = {FKB_REP16_N(FKB_NAME)};
+#undef FKB_NAME
+    for (int64_t i = i0; i < i1; i += 16 * W) {
+        const int64_t rows = (i1 - i < 16 * W) ? i1 - i : 16 * W;
+        const int nv = (int)((rows + W - 1) / W);
+        const NAME(gemv_fn) f = rows % W ? masked[nv - 1] : panel[nv - 1];
+        f(k, a + i, m, x, y + i, NAME(rows_mask)(rows - (int64_t)(nv - 1) * W),
+          bias ? bias + i : 0, act, alpha);
+    }
+}
+
+/* c(m,n) = act(a(m,k) . b(k,n) + bias), all column-major and contiguous; bias may be NULL.
+ * threaded: split the columns (or, for one column, the rows) over the OpenMP threads, unless
+ * the caller is already inside a parallel region. */
+static void NAME(gemm)(int64_t m, int64_t n, int64_t k, const REAL *a, const REAL *b, REAL *c,
+                    const REAL *bias, int act, double alpha_in, int threaded)
+{
+    const REAL alpha_r = (REAL)alpha_in;
+    const int nthreads = threaded && !omp_in_parallel() ? omp_get_max_threads() : 1;
+    if (m <= 0 || n <= 0) return;
+    if (n == 1) {
+        /* Split the rows, in whole vectors, only when each thread gets enough work to
+         * outweigh waking it. */
+        const int64_t nvec = (m + W - 1) / W;
+        const int use = (int)(nvec < nthreads ? nvec : nthreads);
+        if (use > 1 && m * k >= FKB_CPU_GEMV_PARALLEL_MIN) {
+#pragma omp parallel num_threads(use)
+            {
+                const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+                const int64_t i0 = nvec * t / nt * W, i1r = nvec * (t + 1) / nt * W;
+                const int64_t i1 = i1r < m ? i1r : m;
+                NAME(gemv_rows)(m, i0, i1, k, a, b, c, bias, act, alpha_r);
+            }
+        } else {
+            NAME(gemv_rows)(m, 0, m, k, a, b, c, bias, act, alpha_r);
+        }
+        return;
+    }
+    const int64_t tiles = (n + NR_MAX - 1) / NR_MAX;
+    if (nthreads > 1 && tiles >= 2 * nthreads) {
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+        for (int64_t t = 0; t < tiles; t++) {
+            const int nr = (int)(n - NR_MAX * t < NR_MAX ? n - NR_MAX * t : NR_MAX);
+            NAME(column_tile)(m, nr, k, a, b + NR_MAX * t * k, c + NR_MAX * t * m, bias, act,
+                              alpha_r);
+        }
+    } else {
+        for (int64_t t = 0; t < tiles; t++) {
+            const int nr = (int)(n - NR_MAX * t < NR_MAX ? n - NR_MAX * t : NR_MAX);
+            NAME(column_tile)(m, nr, k, a, b + NR_MAX * t * k, c + NR_MAX * t * m, bias, act,
+                              alpha_r);
+        }
+    }
+}
