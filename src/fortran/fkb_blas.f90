@@ -14,7 +14,9 @@
 !! (src/cpu/fkb_gemm_avx512.c) instead: faster on a layer's shapes, bias and ReLU/LeakyReLU
 !! applied in registers, and every element one in-order chain of fused multiply-adds, so a
 !! sample's result is the same whatever the batch size or thread count. They use the OpenMP
-!! threads; FKB_GEMM=blas in the environment keeps everything on BLAS.
+!! threads; FKB_GEMM=blas in the environment keeps everything on BLAS. A training step stays
+!! on BLAS (gemm with on_blas, gemm_nt, gemm_tn): mixing the two thread pools in one phase
+!! makes each spin-wait on the cores the other needs (2 threads: training 2.7x slower).
 module fkb_blas
   use iso_fortran_env, only: real32, real64, int32, int64
   use iso_c_binding, only: c_int, c_int64_t, c_float, c_double
@@ -175,31 +177,45 @@ contains
                          merge(1_c_int, 0_c_int, threaded)) == 0
   end function fused_gemm_r64
 
-  subroutine gemm_r32(m, n, k, a, b, c)
+  subroutine gemm_r32(m, n, k, a, b, c, on_blas)
     integer(int64), intent(in) :: m, n, k
     real(real32), intent(in) :: a(*)          ! flat m x k matrix (a layer's weights)
     real(real32), intent(in), contiguous :: b(:, :)
     real(real32), intent(inout), contiguous :: c(:, :)
+    logical, intent(in), optional :: on_blas   !! BLAS even where FKB's kernels run (training)
+    logical :: own
     if (deterministic) then
       call fixed_order_r32(m, n, k, a, b, c)
       return
     end if
-    if (fkb_cpu_sgemm(m, n, k, a, b, c, act=0_c_int, alpha=0.0_c_double, threaded=1_c_int) == 0) return
+    own = .true.
+    if (present(on_blas)) own = .not. on_blas
+    if (own) then
+      if (fkb_cpu_sgemm(m, n, k, a, b, c, act=0_c_int, alpha=0.0_c_double, threaded=1_c_int) == 0) &
+        return
+    end if
     call sgemm('N', 'N', int(m, int32), int(n, int32), int(k, int32), 1.0_real32, a, &
                int(max(m, 1_int64), int32), b, int(max(k, 1_int64), int32), 0.0_real32, c, &
                int(max(m, 1_int64), int32))
   end subroutine gemm_r32
 
-  subroutine gemm_r64(m, n, k, a, b, c)
+  subroutine gemm_r64(m, n, k, a, b, c, on_blas)
     integer(int64), intent(in) :: m, n, k
     real(real64), intent(in) :: a(*)          ! flat m x k matrix (a layer's weights)
     real(real64), intent(in), contiguous :: b(:, :)
     real(real64), intent(inout), contiguous :: c(:, :)
+    logical, intent(in), optional :: on_blas   !! BLAS even where FKB's kernels run (training)
+    logical :: own
     if (deterministic) then
       call fixed_order_r64(m, n, k, a, b, c)
       return
     end if
-    if (fkb_cpu_dgemm(m, n, k, a, b, c, act=0_c_int, alpha=0.0_c_double, threaded=1_c_int) == 0) return
+    own = .true.
+    if (present(on_blas)) own = .not. on_blas
+    if (own) then
+      if (fkb_cpu_dgemm(m, n, k, a, b, c, act=0_c_int, alpha=0.0_c_double, threaded=1_c_int) == 0) &
+        return
+    end if
     call dgemm('N', 'N', int(m, int32), int(n, int32), int(k, int32), 1.0_real64, a, &
                int(max(m, 1_int64), int32), b, int(max(k, 1_int64), int32), 0.0_real64, c, &
                int(max(m, 1_int64), int32))

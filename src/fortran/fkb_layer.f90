@@ -20,6 +20,7 @@ module fkb_layer
   use fkb_errors, only: FKB_OK
   use fkb_tensor, only: fkb_tensor_t, FKB_FLOAT32
   use fkb_config, only: fkb_config_t
+  use fkb_activation, only: fkb_activation_t, apply_activation
   implicit none
   private
   public :: fkb_layer_t, shape_t, view32_t, view64_t
@@ -100,6 +101,14 @@ module fkb_layer
     generic :: forward_ws => forward_ws_r32, forward_ws_r64
     procedure :: prepare => layer_prepare
     procedure :: is_identity => layer_is_identity
+    !> Inference-time fusion of "layer, then an Activation layer" (fkb_plan): a layer that
+    !> only applies an activation says which; a layer that can apply one to its own output
+    !> says so and runs forward_act.
+    procedure :: activation_only => layer_activation_only
+    procedure :: absorbs_activation => layer_absorbs_activation
+    procedure :: forward_act_r32 => layer_forward_act_r32
+    procedure :: forward_act_r64 => layer_forward_act_r64
+    generic :: forward_act => forward_act_r32, forward_act_r64
     procedure :: release => layer_release
     procedure :: declare_params
   end type fkb_layer_t
@@ -196,6 +205,39 @@ contains
     class(fkb_layer_t), intent(in) :: self
     layer_is_identity = .false.
   end function layer_is_identity
+
+  logical function layer_activation_only(self, act)
+    !! True (and act set) for a layer whose whole effect is an activation on its input.
+    class(fkb_layer_t), intent(in) :: self
+    type(fkb_activation_t), intent(out) :: act
+    layer_activation_only = .false.
+  end function layer_activation_only
+
+  logical function layer_absorbs_activation(self)
+    !! True for a layer whose forward_act applies an activation to its output.
+    class(fkb_layer_t), intent(in) :: self
+    layer_absorbs_activation = .false.
+  end function layer_absorbs_activation
+
+  subroutine layer_forward_act_r32(self, x, y, act)
+    !! Forward, then act on the output. Only called where absorbs_activation is true; this
+    !! default is never reached and computes the same thing in two passes.
+    class(fkb_layer_t), intent(in) :: self
+    real(real32), intent(in), contiguous :: x(:, :)
+    real(real32), intent(inout), contiguous :: y(:, :)
+    type(fkb_activation_t), intent(in) :: act
+    call self%forward_r32(x, y)
+    call apply_activation(act, size(y, 1, kind=int64), size(y, 2, kind=int64), y)
+  end subroutine layer_forward_act_r32
+
+  subroutine layer_forward_act_r64(self, x, y, act)
+    class(fkb_layer_t), intent(in) :: self
+    real(real64), intent(in), contiguous :: x(:, :)
+    real(real64), intent(inout), contiguous :: y(:, :)
+    type(fkb_activation_t), intent(in) :: act
+    call self%forward_r64(x, y)
+    call apply_activation(act, size(y, 1, kind=int64), size(y, 2, kind=int64), y)
+  end subroutine layer_forward_act_r64
 
   subroutine layer_release(self)
     !! Frees what the layer holds outside Fortran (a C layer's instance, fkb_c_layer). The

@@ -2,7 +2,9 @@
 !! where each one reads its inputs and writes its output, and how the workspace is laid out.
 !!
 !! Layers that do nothing at inference (Dropout, Flatten) are skipped by aliasing their
-!! output to their input. A layer whose value is a network output writes straight into the
+!! output to their input. An Activation layer whose only input is a linear Dense read by
+!! nothing else is fused into it: the Dense step applies the activation (in the product's
+!! registers or on cache-sized blocks, fkb_affine) and the Activation layer is skipped. A layer whose value is a network output writes straight into the
 !! host's output array; the network inputs are read straight from the host's arrays. Every
 !! other value gets a workspace buffer, and a buffer is reused as soon as the last layer that
 !! reads its value has run (a chain thus needs two, like ping-pong). Sizes are per sample;
@@ -10,6 +12,7 @@
 module fkb_plan
   use iso_fortran_env, only: int64
   use fkb_model, only: fkb_model_t
+  use fkb_activation, only: fkb_activation_t
   implicit none
   private
   public :: fkb_plan_t, loc_t, build_plan, LOC_IN, LOC_OUT, LOC_BUF
@@ -26,6 +29,8 @@ module fkb_plan
     type(loc_t), allocatable :: src(:)
     type(loc_t) :: dst
     integer(int64) :: state_off = 0   !! per-sample offset of its recurrent state
+    logical :: fused = .false.        !! runs forward_act with `act` (a fused Activation layer)
+    type(fkb_activation_t) :: act
   end type step_t
 
   type :: copy_t
@@ -52,7 +57,9 @@ contains
     logical, intent(in) :: stochastic
     type(fkb_plan_t), intent(out) :: plan
     integer :: ni, nv, i, j, s, v, ns, b, nbuf
-    integer, allocatable :: alias(:), last_use(:), outs(:), step_of(:), buf_of(:)
+    integer, allocatable :: alias(:), last_use(:), outs(:), step_of(:), buf_of(:), readers(:)
+    integer, allocatable :: fused_into(:)
+    type(fkb_activation_t) :: act
     type(loc_t), allocatable :: loc(:)
     integer(int64), allocatable :: width(:)
     logical, allocatable :: busy(:), computed(:)
@@ -65,11 +72,28 @@ contains
     do v = 1, nv
       alias(v) = v
     end do
+    ! How many layers read each value, outputs counting as readers (fusion needs exactly one).
+    allocate(readers(nv), fused_into(model%n_layers))
+    readers = 0
+    fused_into = 0
+    do i = 1, model%n_layers
+      do j = 1, size(model%layers(i)%src)
+        readers(model%layers(i)%src(j)) = readers(model%layers(i)%src(j)) + 1
+      end do
+    end do
+    outs = model%output_values()
+    do j = 1, size(outs)
+      readers(outs(j)) = readers(outs(j)) + 1
+    end do
     ns = 0
     do i = 1, model%n_layers
       v = ni + i
       associate (l => model%layers(i)%l)
         if (l%is_identity() .and. .not. (stochastic .and. l%is_stochastic())) then
+          alias(v) = alias(model%layers(i)%src(1))
+        else if (fusable(i)) then
+          s = alias(model%layers(i)%src(1)) - ni    ! the Dense's layer index
+          fused_into(s) = i
           alias(v) = alias(model%layers(i)%src(1))
         else
           computed(v) = .true.
@@ -114,6 +138,7 @@ contains
       s = s + 1
       associate (st => plan%steps(s), l => model%layers(i)%l)
         st%layer = i
+        if (fused_into(i) > 0) st%fused = model%layers(fused_into(i))%l%activation_only(st%act)
         allocate(st%src(size(model%layers(i)%src)))
         do j = 1, size(st%src)
           st%src(j) = loc(alias(model%layers(i)%src(j)))
@@ -146,6 +171,21 @@ contains
     end do
 
   contains
+
+    logical function fusable(i)
+      !! Layer i is an Activation layer reading one value, computed by a layer (not an input or
+      !! a skipped layer) that absorbs activations, and nothing else reads that value.
+      integer, intent(in) :: i
+      integer :: src
+      fusable = .false.
+      if (size(model%layers(i)%src) /= 1) return
+      if (.not. model%layers(i)%l%activation_only(act)) return
+      src = alias(model%layers(i)%src(1))
+      if (src <= ni .or. src /= model%layers(i)%src(1)) return
+      if (.not. computed(src) .or. readers(src) /= 1) return
+      if (fused_into(src - ni) /= 0) return
+      fusable = model%layers(src - ni)%l%absorbs_activation()
+    end function fusable
 
     integer function pick(need)
       integer(int64), intent(in) :: need

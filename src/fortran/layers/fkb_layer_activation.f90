@@ -20,6 +20,7 @@ module fkb_layer_activation
     procedure :: acts_on_last_axis => act_last_axis
     procedure :: options => act_options
     procedure :: forward_r32 => act_forward_r32
+    procedure :: activation_only => act_activation_only
     procedure :: forward_r64 => act_forward_r64
     procedure :: supports_training => act_supports_training
     procedure :: backward_r32 => act_backward_r32
@@ -90,6 +91,13 @@ contains
       call cfg%set('alpha', real_text(self%act%alpha))
     end select
   end subroutine act_options
+
+  logical function act_activation_only(self, act)
+    class(fkb_activation_layer_t), intent(in) :: self
+    type(fkb_activation_t), intent(out) :: act
+    act = self%act
+    act_activation_only = .true.
+  end function act_activation_only
 
   subroutine act_forward_r32(self, x, y)
     class(fkb_activation_layer_t), intent(in) :: self

@@ -6,7 +6,7 @@ module fkb_layer_dense
   use fkb_config, only: fkb_config_t, int_text, real_text
   use fkb_layer, only: fkb_layer_t
   use fkb_activation, only: fkb_activation_t, read_activation, write_activation, bias_activation, &
-                            apply_activation, activation_backward
+                            apply_activation, activation_backward, ACT_LINEAR
   use fkb_tensor, only: fkb_tensor_t
   use fkb_blas, only: gemm, gemm_nt, gemm_tn, BLAS_INT_MAX
   use fkb_affine, only: affine
@@ -24,6 +24,9 @@ module fkb_layer_dense
     procedure :: options => dense_options
     procedure :: forward_r32 => dense_forward_r32
     procedure :: forward_r64 => dense_forward_r64
+    procedure :: absorbs_activation => dense_absorbs_activation
+    procedure :: forward_act_r32 => dense_forward_act_r32
+    procedure :: forward_act_r64 => dense_forward_act_r64
     procedure :: supports_training => dense_supports_training
     procedure :: penalty => dense_penalty
     procedure :: cache_size => dense_cache_size
@@ -94,31 +97,53 @@ contains
     end if
   end subroutine dense_penalty
 
+  logical function dense_absorbs_activation(self)
+    !! A linear Dense followed by an Activation layer runs as one Dense with that activation.
+    class(fkb_dense_t), intent(in) :: self
+    dense_absorbs_activation = self%act%id == ACT_LINEAR
+  end function dense_absorbs_activation
+
   subroutine dense_forward_r32(self, x, y)
     class(fkb_dense_t), intent(in) :: self
     real(real32), intent(in), contiguous :: x(:, :)
     real(real32), intent(inout), contiguous :: y(:, :)
+    call self%forward_act_r32(x, y, self%act)
+  end subroutine dense_forward_r32
+
+  subroutine dense_forward_act_r32(self, x, y, act)
+    class(fkb_dense_t), intent(in) :: self
+    real(real32), intent(in), contiguous :: x(:, :)
+    real(real32), intent(inout), contiguous :: y(:, :)
+    type(fkb_activation_t), intent(in) :: act
     integer(int64) :: n
     n = size(x, 2, kind=int64)
     if (self%use_bias) then
-      call affine(self%act, self%n_out, n, self%n_in, self%params(1)%r32, x, y, self%params(2)%r32)
+      call affine(act, self%n_out, n, self%n_in, self%params(1)%r32, x, y, self%params(2)%r32)
     else
-      call affine(self%act, self%n_out, n, self%n_in, self%params(1)%r32, x, y)
+      call affine(act, self%n_out, n, self%n_in, self%params(1)%r32, x, y)
     end if
-  end subroutine dense_forward_r32
+  end subroutine dense_forward_act_r32
 
   subroutine dense_forward_r64(self, x, y)
     class(fkb_dense_t), intent(in) :: self
     real(real64), intent(in), contiguous :: x(:, :)
     real(real64), intent(inout), contiguous :: y(:, :)
+    call self%forward_act_r64(x, y, self%act)
+  end subroutine dense_forward_r64
+
+  subroutine dense_forward_act_r64(self, x, y, act)
+    class(fkb_dense_t), intent(in) :: self
+    real(real64), intent(in), contiguous :: x(:, :)
+    real(real64), intent(inout), contiguous :: y(:, :)
+    type(fkb_activation_t), intent(in) :: act
     integer(int64) :: n
     n = size(x, 2, kind=int64)
     if (self%use_bias) then
-      call affine(self%act, self%n_out, n, self%n_in, self%params(1)%r64, x, y, self%params(2)%r64)
+      call affine(act, self%n_out, n, self%n_in, self%params(1)%r64, x, y, self%params(2)%r64)
     else
-      call affine(self%act, self%n_out, n, self%n_in, self%params(1)%r64, x, y)
+      call affine(act, self%n_out, n, self%n_in, self%params(1)%r64, x, y)
     end if
-  end subroutine dense_forward_r64
+  end subroutine dense_forward_act_r64
 
   logical function dense_supports_training(self)
     class(fkb_dense_t), intent(in) :: self
@@ -139,7 +164,7 @@ contains
     type(fkb_activation_t) :: linear
     integer(int64) :: n
     n = size(x, 2, kind=int64)
-    call gemm(self%n_out, n, self%n_in, self%params(1)%r32, x, cache)
+    call gemm(self%n_out, n, self%n_in, self%params(1)%r32, x, cache, on_blas=.true.)
     if (self%use_bias) call bias_activation(linear, self%n_out, n, cache, self%params(2)%r32)
     y = cache
     call apply_activation(self%act, self%n_out, n, y)
@@ -169,7 +194,7 @@ contains
     type(fkb_activation_t) :: linear
     integer(int64) :: n
     n = size(x, 2, kind=int64)
-    call gemm(self%n_out, n, self%n_in, self%params(1)%r64, x, cache)
+    call gemm(self%n_out, n, self%n_in, self%params(1)%r64, x, cache, on_blas=.true.)
     if (self%use_bias) call bias_activation(linear, self%n_out, n, cache, self%params(2)%r64)
     y = cache
     call apply_activation(self%act, self%n_out, n, y)
