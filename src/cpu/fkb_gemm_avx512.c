@@ -21,14 +21,19 @@
 #include <omp.h>
 
 #define TARGET __attribute__((target("avx512f")))
-/* Below this many multiply-adds a single-sample product is not split over threads. */
-#define FKB_CPU_GEMV_PARALLEL_MIN 32768
+/* Below this many multiply-adds (about 10 us on one core) a product is not split over
+ * threads. Waking a thread costs ~0.5 us, and where the cores are shared (another process,
+ * more threads than cores) a spin-waiting thread that loses its core can cost a scheduler
+ * time slice per call: measured 8 ms per call instead of 8 us for a small Conv1D column
+ * model with a 32k threshold while another process ran. */
+#define FKB_CPU_PARALLEL_MIN (1 << 20)
 
 #define FKB_REP12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 #define FKB_REP16(X) FKB_REP12(X) X(12) X(13) X(14) X(15)
+#define FKB_REP18(X) FKB_REP16(X) X(16) X(17)
 #define NR_MAX 12   /* columns (samples) of the widest register tile */
-#define FKB_REP16_N(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) \
-    X(14) X(15) X(16)
+#define FKB_REP18_N(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) \
+    X(14) X(15) X(16) X(17) X(18)
 
 /* float32 */
 #define REAL float

@@ -25,6 +25,9 @@ module fkb_affine
   !> Samples per block when the activation runs apart from the product: a block of a 256-wide
   !! layer's output (112 KiB in float32) stays in L2 between the two.
   integer(int64), parameter :: BLOCK = 112
+  !> Fewer multiply-adds than this run on one thread (as in the C kernels: waking threads,
+  !! or losing a core while spin-waiting, costs more than it saves on small products).
+  integer(int64), parameter :: PARALLEL_MIN = 2_int64**20
 
 contains
 
