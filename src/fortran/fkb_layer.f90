@@ -105,6 +105,7 @@ module fkb_layer
     !> only applies an activation says which; a layer that can apply one to its own output
     !> says so and runs forward_act.
     procedure :: activation_only => layer_activation_only
+    procedure :: splits_batch => layer_splits_batch
     procedure :: absorbs_activation => layer_absorbs_activation
     procedure :: forward_act_r32 => layer_forward_act_r32
     procedure :: forward_act_r64 => layer_forward_act_r64
@@ -205,6 +206,15 @@ contains
     class(fkb_layer_t), intent(in) :: self
     layer_is_identity = .false.
   end function layer_is_identity
+
+  logical function layer_splits_batch(self)
+    !! True for a layer whose forward_ws may run on slices of a batch at once, one thread each
+    !! with its share of the scratch (samples independent, nothing shared but the read-only
+    !! layer): the plan executor then threads across the batch (recurrent and Conv1D layers,
+    !! whose products are too small per step to thread well inside).
+    class(fkb_layer_t), intent(in) :: self
+    layer_splits_batch = .false.
+  end function layer_splits_batch
 
   logical function layer_activation_only(self, act)
     !! True (and act set) for a layer whose whole effect is an activation on its input.

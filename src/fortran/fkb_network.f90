@@ -24,7 +24,8 @@ module fkb_network_m
   use fkb_custom_loss_m, only: fkb_custom_loss
   use fkb_workspace, only: ws_slot, POOL_SIZE, claim_slot, release_slot, reserve
   use fkb_plan, only: fkb_plan_t, loc_t, build_plan, LOC_IN, LOC_OUT
-  use fkb_layer, only: view32_t, view64_t
+  use fkb_layer, only: fkb_layer_t, view32_t, view64_t
+  use omp_lib, only: omp_get_num_threads, omp_get_thread_num, omp_get_max_threads, omp_in_parallel
   use fkb_refs, only: fkb_ref32, fkb_ref64
   use fkb_layer_registry, only: is_builtin
   implicit none

@@ -33,10 +33,16 @@ module fkb_layer_bidirectional
     procedure :: forward_r32 => bidi_forward_r32
     procedure :: forward_r64 => bidi_forward_r64
     procedure :: forward_ws_r32 => bidi_forward_ws_r32
+    procedure :: splits_batch => bidi_splits_batch
     procedure :: forward_ws_r64 => bidi_forward_ws_r64
   end type fkb_bidirectional_t
 
 contains
+
+  logical function bidi_splits_batch(self)
+    class(fkb_bidirectional_t), intent(in) :: self
+    bidi_splits_batch = .true.
+  end function bidi_splits_batch
 
   subroutine bidi_configure(self, cfg, stat, msg)
     class(fkb_bidirectional_t), intent(inout) :: self

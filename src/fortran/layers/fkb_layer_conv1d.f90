@@ -46,10 +46,16 @@ module fkb_layer_conv1d
     procedure :: forward_r32 => conv_forward_r32
     procedure :: forward_r64 => conv_forward_r64
     procedure :: forward_ws_r32 => conv_forward_ws_r32
+    procedure :: splits_batch => conv_splits_batch
     procedure :: forward_ws_r64 => conv_forward_ws_r64
   end type fkb_conv1d_t
 
 contains
+
+  logical function conv_splits_batch(self)
+    class(fkb_conv1d_t), intent(in) :: self
+    conv_splits_batch = .true.
+  end function conv_splits_batch
 
   subroutine conv_configure(self, cfg, stat, msg)
     class(fkb_conv1d_t), intent(inout) :: self

@@ -53,11 +53,17 @@ module fkb_layer_rnn
     procedure :: forward_r32 => rnn_forward_r32
     procedure :: forward_r64 => rnn_forward_r64
     procedure :: forward_ws_r32 => rnn_forward_ws_r32
+    procedure :: splits_batch => rnn_splits_batch
     procedure :: forward_ws_r64 => rnn_forward_ws_r64
     procedure :: rec_rows => rnn_rec_rows
   end type fkb_rnn_t
 
 contains
+
+  logical function rnn_splits_batch(self)
+    class(fkb_rnn_t), intent(in) :: self
+    rnn_splits_batch = .true.
+  end function rnn_splits_batch
 
   subroutine rnn_configure(self, cfg, stat, msg)
     class(fkb_rnn_t), intent(inout) :: self
