@@ -1,4 +1,4 @@
-/* FKB's own CPU matrix products (src/cpu/fkb_gemm_avx512.c), called from fkb_blas.f90. */
+/* FKB's own CPU matrix products (src/cpu/fkb_gemm.c), called from fkb_blas.f90. */
 #ifndef FKB_CPU_GEMM_H
 #define FKB_CPU_GEMM_H
 #include <stdint.h>

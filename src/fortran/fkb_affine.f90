@@ -1,9 +1,9 @@
 !! y = act(W x + b) over a batch: the hot path of Dense and Conv1D.
 !!
-!! With FKB's own kernels (fkb_blas: AVX-512 CPUs), linear/ReLU/LeakyReLU are applied in the
-!! product's registers and the whole call is one threaded kernel. Any other activation runs
-!! on blocks of samples right after the block's product, while it is still in cache, and the
-!! blocks are shared among the OpenMP threads. Elsewhere: one BLAS product over the batch,
+!! With FKB's own kernels (fkb_blas: x86-64 with AVX-512 or AVX2), linear/ReLU/LeakyReLU are
+!! applied in the product's registers and the whole call is one threaded kernel. Any other
+!! activation runs on blocks of samples right after the block's product, while it is still in
+!! cache, and the blocks are shared among the OpenMP threads. Elsewhere: one BLAS product over the batch,
 !! then one cache-blocked bias+activation pass. The result is the same whichever way a batch
 !! is cut, since every element's sum and activation depend only on its own sample.
 module fkb_affine

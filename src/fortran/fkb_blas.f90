@@ -10,11 +10,12 @@
 !! the number of threads. BLAS may choose its blocking and kernels by matrix shape, so with it
 !! one column's result can depend on how many columns shared the call.
 !!
-!! On CPUs with AVX-512 the forward products (gemm, gemv, fused_gemm) use FKB's own kernels
-!! (src/cpu/fkb_gemm_avx512.c) instead: faster on a layer's shapes, bias and ReLU/LeakyReLU
+!! On x86-64 CPUs with AVX-512 or AVX2+FMA the forward products (gemm, gemv, fused_gemm) use
+!! FKB's own kernels (src/cpu/fkb_gemm.c) instead: faster on a layer's shapes, bias and ReLU/LeakyReLU
 !! applied in registers, and every element one in-order chain of fused multiply-adds, so a
 !! sample's result is the same whatever the batch size or thread count. They use the OpenMP
-!! threads; FKB_GEMM=blas in the environment keeps everything on BLAS. A training step stays
+!! threads; FKB_GEMM=blas in the environment keeps everything on BLAS (FKB_GEMM=avx2: the AVX2
+!! kernels even where AVX-512 is available). A training step stays
 !! on BLAS (gemm with on_blas, gemm_nt, gemm_tn): mixing the two thread pools in one phase
 !! makes each spin-wait on the cores the other needs (2 threads: training 2.7x slower).
 module fkb_blas

@@ -1,5 +1,5 @@
-!! y = act(W x + b) (fkb_affine), on whichever path this machine takes: FKB's own AVX-512
-!! kernels, or BLAS (CTest runs this test a second time with FKB_GEMM=blas).
+!! y = act(W x + b) (fkb_affine), on whichever path this machine takes: FKB's own kernels
+!! (AVX-512, or AVX2), or BLAS (CTest runs this test again with FKB_GEMM=avx2 and =blas).
 !!  1. accuracy against real128: every element within the rounding-error bound of a length-k
 !!     dot product, gamma_k * sum_p |w(i,p) x(p,j)|, carried through the activation, plus the
 !!     activation's own rounding (reference() below), over shapes that exercise every register-tile remainder

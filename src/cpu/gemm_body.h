@@ -1,10 +1,15 @@
-/* Body of the AVX-512 matrix products, included once per precision by fkb_gemm_avx512.c
- * with these macros defined:
- *   REAL     float / double          VEC    __m512 / __m512d
- *   W        lanes per vector (16/8) MASK   __mmask16 / __mmask8
- *   V_ZERO, V_SET1, V_LOADZ(mask, p), V_STOREM(p, mask, v), V_FMA(a, b, c), V_ADD, V_MUL,
- *   V_LT0(v) (mask of lanes < 0, false for NaN), V_BLEND(mask, v_false, v_true)
- *   NAME(x)  pastes the precision's prefix onto a function name.
+/* Body of FKB's CPU matrix products, included by fkb_gemm.c once per instruction set and
+ * precision with these macros defined:
+ *   TARGET   the function attribute enabling the instruction set
+ *   REAL     float / double          VEC   the vector type (__m512, __m256d, ...)
+ *   W        lanes per vector        MASK  an integer with one bit per lane; MASK_ALL all W set
+ *   NR_MAX   columns of the widest register tile, FKB_REP_NR(X) expands X(0)..X(NR_MAX-1)
+ *   GV_MAX   vectors of rows of the widest single-sample panel, FKB_REP_GV(X) X(0)..X(GV_MAX-1),
+ *            FKB_REP_GV_N(X) X(1)..X(GV_MAX)
+ *   V_ZERO, V_SET1, V_LOAD(p), V_LOADZ(mask, p) (masked-off lanes read as 0, never touched),
+ *   V_STOREM(p, mask, v), V_FMA(a, b, c), V_ADD, V_MUL, V_LT0(v) (lanes < 0, false for NaN),
+ *   V_BLEND(lt0, v_false, v_true)
+ *   NAME(x)  pastes the instruction set's and precision's prefix onto a function name.
  *
  * Every element is c(i,j) = sum over p = 0..k-1 in order of a(i,p)*b(p,j), one fused
  * multiply-add per step in a single accumulator: the same bits whatever the batch size, the
@@ -23,15 +28,16 @@ static inline __attribute__((always_inline)) TARGET VEC NAME(epilogue)(
 
 /* One register tile: rows i..i+2W-1 (or i..i+W-1 when HALF) of columns j..j+NR-1.
  * a points at a(i,0), b at b(0,j), c at c(i,j); m0/m1 mask the rows that exist (all set
- * unless MASKED, the last row panel: then the loads in the k loop are masked too). 2W x 12 measured fastest on Zen 4 among
- * W x 14, 2W x 14, 2W x 12, 3W x 8, 4W x 6 and 4W x 7 at these shapes (a 12-column tile
- * leaves the 16 general registers enough for the 12 column pointers). */
+ * unless MASKED, the last row panel: then the loads in the k loop are masked too). AVX-512:
+ * 2W x 12 measured fastest on Zen 4 among W x 14, 2W x 14, 2W x 12, 3W x 8, 4W x 6 and 4W x 7
+ * at these shapes (12 columns leave the 16 general registers enough for the column pointers);
+ * AVX2: 2W x 6, the most the 16 vector registers hold (12 sums, 2 rows, 1 broadcast). */
 static inline __attribute__((always_inline)) TARGET void NAME(tile)(
     const int NR, const int HALF, const int MASKED, int64_t k, const REAL *a, int64_t lda, const REAL *b,
     int64_t ldb, REAL *c, int64_t ldc, MASK m0, MASK m1, const REAL *bias, int act, VEC alpha)
 {
 #define FKB_DECL(j) VEC x##j = V_ZERO, y##j = V_ZERO;
-    FKB_REP12(FKB_DECL)
+    FKB_REP_NR(FKB_DECL)
 #undef FKB_DECL
     for (int64_t p = 0; p < k; p++) {
         const VEC a0 = MASKED ? V_LOADZ(m0, a + p * lda) : V_LOAD(a + p * lda);
@@ -43,7 +49,7 @@ static inline __attribute__((always_inline)) TARGET void NAME(tile)(
             x##j = V_FMA(a0, bj, x##j);                                                      \
             if (!HALF) y##j = V_FMA(a1, bj, y##j);                                           \
         }
-        FKB_REP12(FKB_STEP)
+        FKB_REP_NR(FKB_STEP)
 #undef FKB_STEP
     }
 #define FKB_STORE(j)                                                                         \
@@ -52,11 +58,12 @@ static inline __attribute__((always_inline)) TARGET void NAME(tile)(
         if (!HALF) V_STOREM(c + j * ldc + W, m1, NAME(epilogue)(y##j, bias ? bias + W : 0,  \
                                                               m1, act, alpha));             \
     }
-    FKB_REP12(FKB_STORE)
+    FKB_REP_NR(FKB_STORE)
 #undef FKB_STORE
 }
 
-#define FKB_TILE_INSTANCE(N)                                                                 \
+#define FKB_TILE_INSTANCE(N) FKB_TILE_INSTANCE_(N)
+#define FKB_TILE_INSTANCE_(N)                                                                \
     static TARGET void NAME(tile##N)(int64_t k, const REAL *a, int64_t lda, const REAL *b,   \
         int64_t ldb, REAL *c, int64_t ldc, MASK m0, MASK m1, const REAL *bias, int act,      \
         VEC alpha)                                                                           \
@@ -69,19 +76,19 @@ static inline __attribute__((always_inline)) TARGET void NAME(tile)(
         int64_t ldb, REAL *c, int64_t ldc, MASK m0, MASK m1, const REAL *bias, int act,      \
         VEC alpha)                                                                           \
     { NAME(tile)(N, 1, 1, k, a, lda, b, ldb, c, ldc, m0, m1, bias, act, alpha); }
-FKB_TILE_INSTANCE(12)
-FKB_TILE_INSTANCE(8)
+FKB_TILE_INSTANCE(NR_MAX)
 FKB_TILE_INSTANCE(4)
 FKB_TILE_INSTANCE(2)
 FKB_TILE_INSTANCE(1)
 #undef FKB_TILE_INSTANCE
+#undef FKB_TILE_INSTANCE_
 
 typedef void (*NAME(tile_fn))(int64_t, const REAL *, int64_t, const REAL *, int64_t, REAL *,
                               int64_t, MASK, MASK, const REAL *, int, VEC);
 
 static inline MASK NAME(rows_mask)(int64_t rows)
 {
-    return rows >= W ? (MASK)~(MASK)0 : rows <= 0 ? (MASK)0 : (MASK)((1u << rows) - 1u);
+    return rows >= W ? MASK_ALL : rows <= 0 ? (MASK)0 : (MASK)((1u << rows) - 1u);
 }
 
 /* Columns j0..j0+nr-1 (nr <= NR_MAX) of the product, every row. */
@@ -89,15 +96,15 @@ static TARGET void NAME(column_tile)(int64_t m, int nr, int64_t k, const REAL *a
     const REAL *b, REAL *c, const REAL *bias, int act, REAL alpha_r)
 {
     const VEC alpha = V_SET1(alpha_r);
-    static const NAME(tile_fn) full[5] = {NAME(tile12), NAME(tile8), NAME(tile4), NAME(tile2),
-                                          NAME(tile1)};
-    static const NAME(tile_fn) edge[5] = {NAME(edge12), NAME(edge8), NAME(edge4), NAME(edge2),
-                                          NAME(edge1)};
-    static const NAME(tile_fn) half[5] = {NAME(half12), NAME(half8), NAME(half4), NAME(half2),
-                                          NAME(half1)};
-    static const int width[5] = {NR_MAX, 8, 4, 2, 1};
+    static const NAME(tile_fn) full[4] = {NAME(FKB_PASTE(tile, NR_MAX)), NAME(tile4),
+                                          NAME(tile2), NAME(tile1)};
+    static const NAME(tile_fn) edge[4] = {NAME(FKB_PASTE(edge, NR_MAX)), NAME(edge4),
+                                          NAME(edge2), NAME(edge1)};
+    static const NAME(tile_fn) half[4] = {NAME(FKB_PASTE(half, NR_MAX)), NAME(half4),
+                                          NAME(half2), NAME(half1)};
+    static const int width[4] = {NR_MAX, 4, 2, 1};
     int done = 0;
-    for (int s = 0; s < 5; s++) {
+    for (int s = 0; s < 4; s++) {
         while (nr - done >= width[s]) {
             const REAL *bj = b + done * k;
             REAL *cj = c + done * m;
@@ -114,7 +121,7 @@ static TARGET void NAME(column_tile)(int64_t m, int nr, int64_t k, const REAL *a
                 }
                 const REAL *bi = bias ? bias + i : 0;
                 if (rows >= 2 * W)
-                    full[s](k, a + i, m, bj, k, cj + i, m, (MASK)~(MASK)0, (MASK)~(MASK)0, bi,
+                    full[s](k, a + i, m, bj, k, cj + i, m, MASK_ALL, MASK_ALL, bi,
                             act, alpha);
                 else if (rows <= W)
                     half[s](k, a + i, m, bj, k, cj + i, m, NAME(rows_mask)(rows), 0, bi, act,
@@ -128,7 +135,7 @@ static TARGET void NAME(column_tile)(int64_t m, int nr, int64_t k, const REAL *a
     }
 }
 
-/* The single-sample product: up to 18 vectors of rows held in registers while the whole
+/* The single-sample product: up to GV_MAX vectors of rows held in registers while the whole
  * of k streams past (one column of a per step), so it runs at the cache's bandwidth. When
  * MASKED, the first and last vectors load and store only the lanes in `first` and `last`
  * (masked loads cost more on Zen 4, so whole panels use plain ones). */
@@ -136,11 +143,11 @@ static inline __attribute__((always_inline)) TARGET void NAME(gemv_panel)(
     const int NV, const int MASKED, int64_t k, const REAL *a, int64_t lda, const REAL *x,
     REAL *y, MASK first, MASK last, const REAL *bias, int act, VEC alpha)
 {
-    const MASK all = (MASK)~(MASK)0;
+    const MASK all = MASK_ALL;
 #define FKB_LANES(v) (!MASKED ? all : NV == 1 ? (MASK)(first & last) : v == 0 ? first        \
                       : NV - 1 == v ? last : all)
 #define FKB_DECL(v) VEC s##v = V_ZERO;
-    FKB_REP18(FKB_DECL)
+    FKB_REP_GV(FKB_DECL)
 #undef FKB_DECL
     for (int64_t p = 0; p < k; p++) {
         const VEC xp = V_SET1(x[p]);
@@ -149,7 +156,7 @@ static inline __attribute__((always_inline)) TARGET void NAME(gemv_panel)(
         if (NV > v) s##v = V_FMA(MASKED && (v == 0 || NV - 1 == v)                           \
                                      ? V_LOADZ(FKB_LANES(v), ap + v * W)                     \
                                      : V_LOAD(ap + v * W), xp, s##v);
-        FKB_REP18(FKB_STEP)
+        FKB_REP_GV(FKB_STEP)
 #undef FKB_STEP
     }
 #define FKB_STORE(v)                                                                         \
@@ -157,7 +164,7 @@ static inline __attribute__((always_inline)) TARGET void NAME(gemv_panel)(
         V_STOREM(y + v * W, FKB_LANES(v), NAME(epilogue)(s##v, bias ? bias + v * W : 0,     \
                                                          FKB_LANES(v), act, alpha));         \
     }
-    FKB_REP18(FKB_STORE)
+    FKB_REP_GV(FKB_STORE)
 #undef FKB_STORE
 #undef FKB_LANES
 }
@@ -169,7 +176,7 @@ static inline __attribute__((always_inline)) TARGET void NAME(gemv_panel)(
     static TARGET void NAME(gemv_masked##N)(int64_t k, const REAL *a, int64_t lda,           \
         const REAL *x, REAL *y, MASK first, MASK last, const REAL *bias, int act, VEC alpha) \
     { NAME(gemv_panel)(N, 1, k, a, lda, x, y, first, last, bias, act, alpha); }
-FKB_REP18_N(FKB_GEMV_INSTANCE)
+FKB_REP_GV_N(FKB_GEMV_INSTANCE)
 #undef FKB_GEMV_INSTANCE
 
 typedef void (*NAME(gemv_fn))(int64_t, const REAL *, int64_t, const REAL *, REAL *, MASK, MASK,
@@ -182,19 +189,20 @@ static TARGET void NAME(gemv_rows)(int64_t m, int64_t i0, int64_t i1, int64_t k,
     REAL alpha_r, MASK first)
 {
     const VEC alpha = V_SET1(alpha_r);
-    const MASK all = (MASK)~(MASK)0;
+    const MASK all = MASK_ALL;
 #define FKB_NAME(N) NAME(gemv##N),
-    static const NAME(gemv_fn) panel[18] = {FKB_REP18_N(FKB_NAME)};
+    static const NAME(gemv_fn) panel[GV_MAX] = {FKB_REP_GV_N(FKB_NAME)};
 #undef FKB_NAME
 #define FKB_NAME(N) NAME(gemv_masked##N),
-    static const NAME(gemv_fn) masked[18] = {FKB_REP18_N(FKB_NAME)};
+    static const NAME(gemv_fn) masked[GV_MAX] = {FKB_REP_GV_N(FKB_NAME)};
 #undef FKB_NAME
     (void)m;
     for (int64_t i = i0, rows; i < i1; i += rows) {
-        /* panels of 16 vectors; a last one of up to 18 (so 256 rows shifted by the alignment
-         * below stay one panel: a separate 1-vector panel is a latency-bound FMA chain) */
+        /* panels of GV_MAX - 2 vectors, a last one of up to GV_MAX (so that 256 rows shifted
+         * by the alignment below stay one panel on AVX-512: a separate 1-vector panel is a
+         * latency-bound chain of FMAs) */
         const int64_t left = (i1 - i + W - 1) / W;
-        const int nv = (int)(left <= 18 ? left : 16);
+        const int nv = (int)(left <= GV_MAX ? left : GV_MAX - 2);
         rows = (i1 - i < nv * W) ? i1 - i : nv * W;
         const MASK f = i == 0 ? first : all;
         const MASK l = NAME(rows_mask)(rows - (int64_t)(nv - 1) * W);
@@ -204,15 +212,15 @@ static TARGET void NAME(gemv_rows)(int64_t m, int64_t i0, int64_t i1, int64_t k,
 }
 
 /* y = act(a . x + bias) for one sample. Weights allocated by Fortran start 16 bytes past a
- * cache line (glibc), so every vector load would straddle two lines (8% slower measured);
+ * cache line (glibc), so every 64-byte load would straddle two lines (8% slower measured);
  * when every column starts equally misaligned (m a multiple of W) the rows are processed
- * from the cache line below a, with the lanes before row 0 masked off (masked lanes are
- * neither read nor written). */
+ * from the vector-aligned address below a, with the lanes before row 0 masked off (masked
+ * lanes are neither read nor written). */
 static void NAME(gemv)(int64_t m, int64_t k, const REAL *a, const REAL *x, REAL *y,
                        const REAL *bias, int act, REAL alpha_r, int nthreads)
 {
-    const int64_t off = m % W == 0 ? (int64_t)((uintptr_t)a % 64 / sizeof(REAL)) : 0;
-    const MASK first = (MASK)~(MASK)0 << off;
+    const int64_t off = m % W == 0 ? (int64_t)((uintptr_t)a % (W * sizeof(REAL)) / sizeof(REAL)) : 0;
+    const MASK first = (MASK)((MASK_ALL << off) & MASK_ALL);
     const int64_t rows = m + off;
     const int64_t nvec = (rows + W - 1) / W;
     const REAL *as = (const REAL *)((uintptr_t)a - off * sizeof(REAL));
