@@ -29,6 +29,9 @@
  * time slice per call: measured 8 ms per call instead of 8 us for a small Conv1D column
  * model with a 32k threshold while another process ran. */
 #define FKB_CPU_PARALLEL_MIN (1 << 20)
+/* Bytes of a block of weights kept in L2 while the column tiles pass (half of a 1 MiB L2,
+ * the rest for the samples and the results). */
+#define FKB_CPU_L2_WEIGHTS (512 * 1024)
 
 #define FKB_PASTE_(a, b) a##b
 #define FKB_PASTE(a, b) FKB_PASTE_(a, b)
@@ -44,6 +47,7 @@
 #define TARGET __attribute__((target("avx512f")))
 #define NR_MAX 12
 #define FKB_REP_NR FKB_REP12
+#define FKB_WIDTHS(X) X(12) X(8) X(4) X(2) X(1)
 #define GV_MAX 18
 #define FKB_REP_GV FKB_REP18
 #define FKB_REP_GV_N FKB_REP18_N
@@ -89,6 +93,7 @@
 #undef TARGET
 #undef NR_MAX
 #undef FKB_REP_NR
+#undef FKB_WIDTHS
 #undef GV_MAX
 #undef FKB_REP_GV
 #undef FKB_REP_GV_N
@@ -97,6 +102,7 @@
 #define TARGET __attribute__((target("avx2,fma")))
 #define NR_MAX 6
 #define FKB_REP_NR FKB_REP6
+#define FKB_WIDTHS(X) X(6) X(4) X(2) X(1)
 #define GV_MAX 12
 #define FKB_REP_GV FKB_REP12
 #define FKB_REP_GV_N FKB_REP12_N

@@ -76,10 +76,7 @@ static inline __attribute__((always_inline)) TARGET void NAME(tile)(
         int64_t ldb, REAL *c, int64_t ldc, MASK m0, MASK m1, const REAL *bias, int act,      \
         VEC alpha)                                                                           \
     { NAME(tile)(N, 1, 1, k, a, lda, b, ldb, c, ldc, m0, m1, bias, act, alpha); }
-FKB_TILE_INSTANCE(NR_MAX)
-FKB_TILE_INSTANCE(4)
-FKB_TILE_INSTANCE(2)
-FKB_TILE_INSTANCE(1)
+FKB_WIDTHS(FKB_TILE_INSTANCE)
 #undef FKB_TILE_INSTANCE
 #undef FKB_TILE_INSTANCE_
 
@@ -91,29 +88,37 @@ static inline MASK NAME(rows_mask)(int64_t rows)
     return rows >= W ? MASK_ALL : rows <= 0 ? (MASK)0 : (MASK)((1u << rows) - 1u);
 }
 
-/* Columns j0..j0+nr-1 (nr <= NR_MAX) of the product, every row. */
-static TARGET void NAME(column_tile)(int64_t m, int nr, int64_t k, const REAL *a,
-    const REAL *b, REAL *c, const REAL *bias, int act, REAL alpha_r)
+/* Columns j0..j0+nr-1 (nr <= NR_MAX) of the product, rows i0..i1-1 (i0 a multiple of 2W). */
+static TARGET void NAME(column_tile)(int64_t m, int64_t i0, int64_t i1, int nr, int64_t k,
+    const REAL *a, const REAL *b, REAL *c, const REAL *bias, int act, REAL alpha_r)
 {
     const VEC alpha = V_SET1(alpha_r);
-    static const NAME(tile_fn) full[4] = {NAME(FKB_PASTE(tile, NR_MAX)), NAME(tile4),
-                                          NAME(tile2), NAME(tile1)};
-    static const NAME(tile_fn) edge[4] = {NAME(FKB_PASTE(edge, NR_MAX)), NAME(edge4),
-                                          NAME(edge2), NAME(edge1)};
-    static const NAME(tile_fn) half[4] = {NAME(FKB_PASTE(half, NR_MAX)), NAME(half4),
-                                          NAME(half2), NAME(half1)};
-    static const int width[4] = {NR_MAX, 4, 2, 1};
+    /* Tile widths, widest first (a batch of 8 is one pass over the weights, not two of 4:
+     * a wide layer's weights come from L3). */
+#define FKB_FN(N) NAME(FKB_PASTE(tile, N)),
+    static const NAME(tile_fn) full[] = {FKB_WIDTHS(FKB_FN)};
+#undef FKB_FN
+#define FKB_FN(N) NAME(FKB_PASTE(edge, N)),
+    static const NAME(tile_fn) edge[] = {FKB_WIDTHS(FKB_FN)};
+#undef FKB_FN
+#define FKB_FN(N) NAME(FKB_PASTE(half, N)),
+    static const NAME(tile_fn) half[] = {FKB_WIDTHS(FKB_FN)};
+#undef FKB_FN
+#define FKB_FN(N) N,
+    static const int width[] = {FKB_WIDTHS(FKB_FN)};
+#undef FKB_FN
     int done = 0;
-    for (int s = 0; s < 4; s++) {
+    for (int s = 0; s < (int)(sizeof width / sizeof width[0]); s++) {
         while (nr - done >= width[s]) {
             const REAL *bj = b + done * k;
             REAL *cj = c + done * m;
-            for (int64_t i = 0; i < m; i += 2 * W) {
-                const int64_t rows = m - i;
+            for (int64_t i = i0; i < i1; i += 2 * W) {
+                const int64_t rows = i1 - i;
                 {   /* Fetch this panel's share of the next tile's samples into L2 while this
                      * tile computes (measured 3-5% faster on one core at batch 4096, where
                      * the samples come from L3). */
-                    const int64_t panels = (m + 2 * W - 1) / (2 * W), pi = i / (2 * W);
+                    const int64_t panels = (i1 - i0 + 2 * W - 1) / (2 * W);
+                    const int64_t pi = (i - i0) / (2 * W);
                     const int64_t bytes = (int64_t)width[s] * k * (int64_t)sizeof(REAL);
                     const char *next = (const char *)(bj + width[s] * k);
                     for (int64_t o = bytes * pi / panels; o < bytes * (pi + 1) / panels; o += 64)
@@ -256,18 +261,33 @@ static void NAME(gemm)(int64_t m, int64_t n, int64_t k, const REAL *a, const REA
         return;
     }
     const int64_t tiles = (n + NR_MAX - 1) / NR_MAX;
-    if (nthreads > 1 && tiles >= 2 * nthreads && m * n * k >= FKB_CPU_PARALLEL_MIN) {
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-        for (int64_t t = 0; t < tiles; t++) {
-            const int nr = (int)(n - NR_MAX * t < NR_MAX ? n - NR_MAX * t : NR_MAX);
-            NAME(column_tile)(m, nr, k, a, b + NR_MAX * t * k, c + NR_MAX * t * m, bias, act,
-                              alpha_r);
-        }
-    } else {
-        for (int64_t t = 0; t < tiles; t++) {
-            const int nr = (int)(n - NR_MAX * t < NR_MAX ? n - NR_MAX * t : NR_MAX);
-            NAME(column_tile)(m, nr, k, a, b + NR_MAX * t * k, c + NR_MAX * t * m, bias, act,
-                              alpha_r);
+    /* Rows in blocks whose weights (mc x k) stay in L2 while every column tile passes: the
+     * weights of a wide layer (1024 x 1024 float32: 4 MiB) would otherwise be read once per
+     * tile of 12 samples, from beyond L3 where other work shares it (wide model, batch 64,
+     * 1 thread: 160 us per sample, the kernel stalled on the weights). */
+    int64_t mc = (int64_t)(FKB_CPU_L2_WEIGHTS / ((k > 0 ? k : 1) * (int64_t)sizeof(REAL)));
+    mc = mc < 2 * W ? 2 * W : mc / (2 * W) * (2 * W);
+    const int split = nthreads > 1 && m * n * k >= FKB_CPU_PARALLEL_MIN;
+    /* Columns (samples) over the threads when there are enough, else rows in whole panels (a
+     * small batch through a wide layer), else one thread. */
+    const int by_cols = split && tiles >= 2 * nthreads;
+    const int by_rows = split && !by_cols && m >= 4 * W * nthreads;
+    const int64_t panels = (m + 2 * W - 1) / (2 * W);
+#pragma omp parallel num_threads(by_cols || by_rows ? nthreads : 1) if (by_cols || by_rows)
+    {
+        const int th = omp_get_thread_num(), nth = omp_get_num_threads();
+        const int64_t t0 = by_cols ? tiles * th / nth : 0;
+        const int64_t t1 = by_cols ? tiles * (th + 1) / nth : tiles;
+        const int64_t r0 = by_rows ? panels * th / nth * 2 * W : 0;
+        const int64_t r1r = by_rows ? panels * (th + 1) / nth * 2 * W : m;
+        const int64_t r1 = r1r < m ? r1r : m;
+        for (int64_t i0 = r0; i0 < r1; i0 += mc) {
+            const int64_t i1 = i0 + mc < r1 ? i0 + mc : r1;
+            for (int64_t t = t0; t < t1; t++) {
+                const int nr = (int)(n - NR_MAX * t < NR_MAX ? n - NR_MAX * t : NR_MAX);
+                NAME(column_tile)(m, i0, i1, nr, k, a, b + NR_MAX * t * k, c + NR_MAX * t * m,
+                                  bias, act, alpha_r);
+            }
         }
     }
 }
