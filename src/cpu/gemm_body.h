@@ -247,6 +247,29 @@ static void NAME(gemv)(int64_t m, int64_t k, const REAL *a, const REAL *x, REAL 
     }
 }
 
+/* Thread th of nth's share of the product: its columns (by_cols), its rows in whole panels
+ * (by_rows), or everything; rows in blocks of mc. */
+static void NAME(gemm_share)(int64_t m, int64_t n, int64_t k, const REAL *a, const REAL *b,
+    REAL *c, const REAL *bias, int act, REAL alpha_r, int64_t mc, int th, int nth, int by_cols,
+    int by_rows)
+{
+    const int64_t tiles = (n + NR_MAX - 1) / NR_MAX;
+    const int64_t panels = (m + 2 * W - 1) / (2 * W);
+    const int64_t t0 = by_cols ? tiles * th / nth : 0;
+    const int64_t t1 = by_cols ? tiles * (th + 1) / nth : tiles;
+    const int64_t r0 = by_rows ? panels * th / nth * 2 * W : 0;
+    const int64_t r1r = by_rows ? panels * (th + 1) / nth * 2 * W : m;
+    const int64_t r1 = r1r < m ? r1r : m;
+    for (int64_t i0 = r0; i0 < r1; i0 += mc) {
+        const int64_t i1 = i0 + mc < r1 ? i0 + mc : r1;
+        for (int64_t t = t0; t < t1; t++) {
+            const int nr = (int)(n - NR_MAX * t < NR_MAX ? n - NR_MAX * t : NR_MAX);
+            NAME(column_tile)(m, i0, i1, nr, k, a, b + NR_MAX * t * k, c + NR_MAX * t * m,
+                              bias, act, alpha_r);
+        }
+    }
+}
+
 /* c(m,n) = act(a(m,k) . b(k,n) + bias), all column-major and contiguous; bias may be NULL.
  * threaded: split the columns (or, for one column, the rows) over the OpenMP threads, unless
  * the caller is already inside a parallel region. */
@@ -272,22 +295,12 @@ static void NAME(gemm)(int64_t m, int64_t n, int64_t k, const REAL *a, const REA
      * small batch through a wide layer), else one thread. */
     const int by_cols = split && tiles >= 2 * nthreads;
     const int by_rows = split && !by_cols && m >= 4 * W * nthreads;
-    const int64_t panels = (m + 2 * W - 1) / (2 * W);
-#pragma omp parallel num_threads(by_cols || by_rows ? nthreads : 1) if (by_cols || by_rows)
-    {
-        const int th = omp_get_thread_num(), nth = omp_get_num_threads();
-        const int64_t t0 = by_cols ? tiles * th / nth : 0;
-        const int64_t t1 = by_cols ? tiles * (th + 1) / nth : tiles;
-        const int64_t r0 = by_rows ? panels * th / nth * 2 * W : 0;
-        const int64_t r1r = by_rows ? panels * (th + 1) / nth * 2 * W : m;
-        const int64_t r1 = r1r < m ? r1r : m;
-        for (int64_t i0 = r0; i0 < r1; i0 += mc) {
-            const int64_t i1 = i0 + mc < r1 ? i0 + mc : r1;
-            for (int64_t t = t0; t < t1; t++) {
-                const int nr = (int)(n - NR_MAX * t < NR_MAX ? n - NR_MAX * t : NR_MAX);
-                NAME(column_tile)(m, i0, i1, nr, k, a, b + NR_MAX * t * k, c + NR_MAX * t * m,
-                                  bias, act, alpha_r);
-            }
-        }
+    if (by_cols || by_rows) {
+#pragma omp parallel num_threads(nthreads)
+        NAME(gemm_share)(m, n, k, a, b, c, bias, act, alpha_r, mc, omp_get_thread_num(),
+                         omp_get_num_threads(), by_cols, by_rows);
+    } else {
+        /* (no parallel construct at all: even an inactive one costs ~0.1 us per call) */
+        NAME(gemm_share)(m, n, k, a, b, c, bias, act, alpha_r, mc, 0, 1, 0, 0);
     }
 }
