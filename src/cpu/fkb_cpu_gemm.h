@@ -16,4 +16,16 @@ int fkb_cpu_sgemm(int64_t m, int64_t n, int64_t k, const float *a, const float *
                   const float *bias, int act, double alpha, int threaded);
 int fkb_cpu_dgemm(int64_t m, int64_t n, int64_t k, const double *a, const double *b,
                   double *c, const double *bias, int act, double alpha, int threaded);
+
+/* The products of a layer's backward pass, column-major and contiguous, same return:
+ * nt: c(m,n) = a(m,k) . b(n,k)^T (a weight gradient dz . x^T); tn: c(m,n) = a(k,m)^T . b(k,n)
+ * (the input gradient W^T dz; a is transposed into a per-thread buffer first). */
+int fkb_cpu_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c,
+                     int threaded);
+int fkb_cpu_dgemm_nt(int64_t m, int64_t n, int64_t k, const double *a, const double *b,
+                     double *c, int threaded);
+int fkb_cpu_sgemm_tn(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float *c,
+                     int threaded);
+int fkb_cpu_dgemm_tn(int64_t m, int64_t n, int64_t k, const double *a, const double *b,
+                     double *c, int threaded);
 #endif

@@ -22,6 +22,7 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #include <omp.h>
+#include <pthread.h>
 
 /* Below this many multiply-adds (about 10 us on one core) a product is not split over
  * threads. Waking a thread costs ~0.5 us, and where the cores are shared (another process,
@@ -174,8 +175,8 @@ int fkb_cpu_sgemm(int64_t m, int64_t n, int64_t k, const float *a, const float *
                   const float *bias, int act, double alpha, int threaded)
 {
     switch (isa_level()) {
-    case 2: s512_gemm(m, n, k, a, b, c, bias, act, alpha, threaded); return 0;
-    case 1: s256_gemm(m, n, k, a, b, c, bias, act, alpha, threaded); return 0;
+    case 2: s512_gemm(m, n, k, a, b, 0, c, bias, act, alpha, threaded); return 0;
+    case 1: s256_gemm(m, n, k, a, b, 0, c, bias, act, alpha, threaded); return 0;
     default: return -1;
     }
 }
@@ -184,10 +185,103 @@ int fkb_cpu_dgemm(int64_t m, int64_t n, int64_t k, const double *a, const double
                   double *c, const double *bias, int act, double alpha, int threaded)
 {
     switch (isa_level()) {
-    case 2: d512_gemm(m, n, k, a, b, c, bias, act, alpha, threaded); return 0;
-    case 1: d256_gemm(m, n, k, a, b, c, bias, act, alpha, threaded); return 0;
+    case 2: d512_gemm(m, n, k, a, b, 0, c, bias, act, alpha, threaded); return 0;
+    case 1: d256_gemm(m, n, k, a, b, 0, c, bias, act, alpha, threaded); return 0;
     default: return -1;
     }
+}
+
+/* A grow-only buffer per thread for the transposed weights of gemm_tn, freed when the thread
+ * ends (a training step needs it every layer; allocating each time would be a malloc in the
+ * step's hot loop). NULL if the memory cannot be had. */
+typedef struct { void *p; size_t bytes; } fkb_workspace;
+static pthread_key_t workspace_key;
+static pthread_once_t workspace_once = PTHREAD_ONCE_INIT;
+static int workspace_ok;
+static void workspace_free(void *v)
+{
+    fkb_workspace *w = v;
+    free(w->p);
+    free(w);
+}
+static void workspace_init(void) { workspace_ok = pthread_key_create(&workspace_key, workspace_free) == 0; }
+static void *workspace(size_t bytes)
+{
+    fkb_workspace *w;
+    pthread_once(&workspace_once, workspace_init);
+    if (!workspace_ok) return NULL;
+    w = pthread_getspecific(workspace_key);
+    if (!w) {
+        if (!(w = calloc(1, sizeof *w))) return NULL;
+        if (pthread_setspecific(workspace_key, w) != 0) {
+            free(w);
+            return NULL;
+        }
+    }
+    if (w->bytes < bytes) {
+        void *p = malloc(bytes);
+        if (!p) return NULL;
+        free(w->p);
+        w->p = p;
+        w->bytes = bytes;
+    }
+    return w->p;
+}
+
+int fkb_cpu_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, const float *b,
+                     float *c, int threaded)
+{
+    switch (isa_level()) {
+    case 2: s512_gemm(m, n, k, a, b, 1, c, 0, 0, 0.0, threaded); return 0;
+    case 1: s256_gemm(m, n, k, a, b, 1, c, 0, 0, 0.0, threaded); return 0;
+    default: return -1;
+    }
+}
+
+int fkb_cpu_dgemm_nt(int64_t m, int64_t n, int64_t k, const double *a, const double *b,
+                     double *c, int threaded)
+{
+    switch (isa_level()) {
+    case 2: d512_gemm(m, n, k, a, b, 1, c, 0, 0, 0.0, threaded); return 0;
+    case 1: d256_gemm(m, n, k, a, b, 1, c, 0, 0, 0.0, threaded); return 0;
+    default: return -1;
+    }
+}
+
+int fkb_cpu_sgemm_tn(int64_t m, int64_t n, int64_t k, const float *a, const float *b,
+                     float *c, int threaded)
+{
+    const int level = isa_level();
+    float *at;
+    if (level == 0 || k <= 0) return -1;  /* (k = 0: BLAS writes the zeros) */
+    if (m <= 0 || n <= 0) return 0;
+    if (!(at = workspace((size_t)m * (size_t)k * sizeof *at))) return -1;
+    if (level == 2) {
+        s512_transpose(k, m, a, at);
+        s512_gemm(m, n, k, at, b, 0, c, 0, 0, 0.0, threaded);
+    } else {
+        s256_transpose(k, m, a, at);
+        s256_gemm(m, n, k, at, b, 0, c, 0, 0, 0.0, threaded);
+    }
+    return 0;
+}
+
+int fkb_cpu_dgemm_tn(int64_t m, int64_t n, int64_t k, const double *a, const double *b,
+                     double *c, int threaded)
+{
+    const int level = isa_level();
+    double *at;
+    if (level == 0 || k <= 0) return -1;  /* (k = 0: BLAS writes the zeros) */
+    if (m <= 0 || n <= 0) return 0;
+    if (!(at = workspace((size_t)m * (size_t)k * sizeof *at))) return -1;
+    if (level == 2) {
+        d512_transpose(k, m, a, at);
+        d512_gemm(m, n, k, at, b, 0, c, 0, 0, 0.0, threaded);
+    } else {
+        d256_transpose(k, m, a, at);
+        d256_gemm(m, n, k, at, b, 0, c, 0, 0, 0.0, threaded);
+    }
+    return 0;
 }
 
 #else /* not x86-64 with GCC or Clang: callers use BLAS */
@@ -207,6 +301,33 @@ int fkb_cpu_dgemm(int64_t m, int64_t n, int64_t k, const double *a, const double
 {
     (void)m; (void)n; (void)k; (void)a; (void)b; (void)c; (void)bias; (void)act; (void)alpha;
     (void)threaded;
+    return -1;
+}
+int fkb_cpu_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, const float *b,
+                     float *c, int threaded)
+{
+    (void)m; (void)n; (void)k; (void)a; (void)b; (void)c; (void)threaded;
+    return -1;
+}
+
+int fkb_cpu_dgemm_nt(int64_t m, int64_t n, int64_t k, const double *a, const double *b,
+                     double *c, int threaded)
+{
+    (void)m; (void)n; (void)k; (void)a; (void)b; (void)c; (void)threaded;
+    return -1;
+}
+
+int fkb_cpu_sgemm_tn(int64_t m, int64_t n, int64_t k, const float *a, const float *b,
+                     float *c, int threaded)
+{
+    (void)m; (void)n; (void)k; (void)a; (void)b; (void)c; (void)threaded;
+    return -1;
+}
+
+int fkb_cpu_dgemm_tn(int64_t m, int64_t n, int64_t k, const double *a, const double *b,
+                     double *c, int threaded)
+{
+    (void)m; (void)n; (void)k; (void)a; (void)b; (void)c; (void)threaded;
     return -1;
 }
 #endif

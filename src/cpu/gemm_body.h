@@ -27,14 +27,16 @@ static inline __attribute__((always_inline)) TARGET VEC NAME(epilogue)(
 }
 
 /* One register tile: rows i..i+2W-1 (or i..i+W-1 when HALF) of columns j..j+NR-1.
- * a points at a(i,0), b at b(0,j), c at c(i,j); m0/m1 mask the rows that exist (all set
+ * a points at a(i,0), b at b(0,j), c at c(i,j); b(p,j) is b[j*ldb + p], or b[p*ldb + j] when
+ * BT (b given transposed: a weight gradient dz . x^T reads the samples x so); m0/m1 mask the rows that exist (all set
  * unless MASKED, the last row panel: then the loads in the k loop are masked too). AVX-512:
  * 2W x 12 measured fastest on Zen 4 among W x 14, 2W x 14, 2W x 12, 3W x 8, 4W x 6 and 4W x 7
  * at these shapes (12 columns leave the 16 general registers enough for the column pointers);
  * AVX2: 2W x 6, the most the 16 vector registers hold (12 sums, 2 rows, 1 broadcast). */
 static inline __attribute__((always_inline)) TARGET void NAME(tile)(
-    const int NR, const int HALF, const int MASKED, int64_t k, const REAL *a, int64_t lda, const REAL *b,
-    int64_t ldb, REAL *c, int64_t ldc, MASK m0, MASK m1, const REAL *bias, int act, VEC alpha)
+    const int NR, const int HALF, const int MASKED, const int BT, int64_t k, const REAL *a,
+    int64_t lda, const REAL *b, int64_t ldb, REAL *c, int64_t ldc, MASK m0, MASK m1,
+    const REAL *bias, int act, VEC alpha)
 {
 #define FKB_DECL(j) VEC x##j = V_ZERO, y##j = V_ZERO;
     FKB_REP_NR(FKB_DECL)
@@ -45,7 +47,7 @@ static inline __attribute__((always_inline)) TARGET void NAME(tile)(
                                               : V_LOAD(a + p * lda + W);
 #define FKB_STEP(j)                                                                          \
         if (NR > j) {                                                                        \
-            const VEC bj = V_SET1(b[j * ldb + p]);                                           \
+            const VEC bj = V_SET1(BT ? b[p * ldb + j] : b[j * ldb + p]);                                           \
             x##j = V_FMA(a0, bj, x##j);                                                      \
             if (!HALF) y##j = V_FMA(a1, bj, y##j);                                           \
         }
@@ -63,21 +65,17 @@ static inline __attribute__((always_inline)) TARGET void NAME(tile)(
 }
 
 #define FKB_TILE_INSTANCE(N) FKB_TILE_INSTANCE_(N)
+#define FKB_TILE_FN(FN, N, HALF, MASKED, BT)                                                 \
+    static TARGET void NAME(FN##N)(int64_t k, const REAL *a, int64_t lda, const REAL *b,     \
+        int64_t ldb, REAL *c, int64_t ldc, MASK m0, MASK m1, const REAL *bias, int act,      \
+        VEC alpha)                                                                           \
+    { NAME(tile)(N, HALF, MASKED, BT, k, a, lda, b, ldb, c, ldc, m0, m1, bias, act, alpha); }
 #define FKB_TILE_INSTANCE_(N)                                                                \
-    static TARGET void NAME(tile##N)(int64_t k, const REAL *a, int64_t lda, const REAL *b,   \
-        int64_t ldb, REAL *c, int64_t ldc, MASK m0, MASK m1, const REAL *bias, int act,      \
-        VEC alpha)                                                                           \
-    { NAME(tile)(N, 0, 0, k, a, lda, b, ldb, c, ldc, m0, m1, bias, act, alpha); }            \
-    static TARGET void NAME(edge##N)(int64_t k, const REAL *a, int64_t lda, const REAL *b,   \
-        int64_t ldb, REAL *c, int64_t ldc, MASK m0, MASK m1, const REAL *bias, int act,      \
-        VEC alpha)                                                                           \
-    { NAME(tile)(N, 0, 1, k, a, lda, b, ldb, c, ldc, m0, m1, bias, act, alpha); }            \
-    static TARGET void NAME(half##N)(int64_t k, const REAL *a, int64_t lda, const REAL *b,   \
-        int64_t ldb, REAL *c, int64_t ldc, MASK m0, MASK m1, const REAL *bias, int act,      \
-        VEC alpha)                                                                           \
-    { NAME(tile)(N, 1, 1, k, a, lda, b, ldb, c, ldc, m0, m1, bias, act, alpha); }
+    FKB_TILE_FN(tile, N, 0, 0, 0) FKB_TILE_FN(edge, N, 0, 1, 0) FKB_TILE_FN(half, N, 1, 1, 0) \
+    FKB_TILE_FN(tileT, N, 0, 0, 1) FKB_TILE_FN(edgeT, N, 0, 1, 1) FKB_TILE_FN(halfT, N, 1, 1, 1)
 FKB_WIDTHS(FKB_TILE_INSTANCE)
 #undef FKB_TILE_INSTANCE
+#undef FKB_TILE_FN
 #undef FKB_TILE_INSTANCE_
 
 typedef void (*NAME(tile_fn))(int64_t, const REAL *, int64_t, const REAL *, int64_t, REAL *,
@@ -88,35 +86,50 @@ static inline MASK NAME(rows_mask)(int64_t rows)
     return rows >= W ? MASK_ALL : rows <= 0 ? (MASK)0 : (MASK)((1u << rows) - 1u);
 }
 
-/* Columns j0..j0+nr-1 (nr <= NR_MAX) of the product, rows i0..i1-1 (i0 a multiple of 2W). */
+/* Columns j0..j0+nr-1 (nr <= NR_MAX) of the product, rows i0..i1-1 (i0 a multiple of 2W);
+ * b points at b(0,j0), column j of b starts cs elements after column j-1 (bt: b transposed,
+ * cs = 1 and ldb its row length). */
 static TARGET void NAME(column_tile)(int64_t m, int64_t i0, int64_t i1, int nr, int64_t k,
-    const REAL *a, const REAL *b, REAL *c, const REAL *bias, int act, REAL alpha_r)
+    const REAL *a, const REAL *b, int64_t ldb, int bt, REAL *c, const REAL *bias, int act,
+    REAL alpha_r)
 {
     const VEC alpha = V_SET1(alpha_r);
+    const int64_t cs = bt ? 1 : ldb;
     /* Tile widths, widest first (a batch of 8 is one pass over the weights, not two of 4:
      * a wide layer's weights come from L3). */
 #define FKB_FN(N) NAME(FKB_PASTE(tile, N)),
-    static const NAME(tile_fn) full[] = {FKB_WIDTHS(FKB_FN)};
+    static const NAME(tile_fn) full_n[] = {FKB_WIDTHS(FKB_FN)};
 #undef FKB_FN
 #define FKB_FN(N) NAME(FKB_PASTE(edge, N)),
-    static const NAME(tile_fn) edge[] = {FKB_WIDTHS(FKB_FN)};
+    static const NAME(tile_fn) edge_n[] = {FKB_WIDTHS(FKB_FN)};
 #undef FKB_FN
 #define FKB_FN(N) NAME(FKB_PASTE(half, N)),
-    static const NAME(tile_fn) half[] = {FKB_WIDTHS(FKB_FN)};
+    static const NAME(tile_fn) half_n[] = {FKB_WIDTHS(FKB_FN)};
+#undef FKB_FN
+#define FKB_FN(N) NAME(FKB_PASTE(tileT, N)),
+    static const NAME(tile_fn) full_t[] = {FKB_WIDTHS(FKB_FN)};
+#undef FKB_FN
+#define FKB_FN(N) NAME(FKB_PASTE(edgeT, N)),
+    static const NAME(tile_fn) edge_t[] = {FKB_WIDTHS(FKB_FN)};
+#undef FKB_FN
+#define FKB_FN(N) NAME(FKB_PASTE(halfT, N)),
+    static const NAME(tile_fn) half_t[] = {FKB_WIDTHS(FKB_FN)};
 #undef FKB_FN
 #define FKB_FN(N) N,
     static const int width[] = {FKB_WIDTHS(FKB_FN)};
 #undef FKB_FN
+    const NAME(tile_fn) *full = bt ? full_t : full_n, *edge = bt ? edge_t : edge_n,
+                        *half = bt ? half_t : half_n;
     int done = 0;
     for (int s = 0; s < (int)(sizeof width / sizeof width[0]); s++) {
         while (nr - done >= width[s]) {
-            const REAL *bj = b + done * k;
+            const REAL *bj = b + done * cs;
             REAL *cj = c + done * m;
             for (int64_t i = i0; i < i1; i += 2 * W) {
                 const int64_t rows = i1 - i;
-                {   /* Fetch this panel's share of the next tile's samples into L2 while this
-                     * tile computes (measured 3-5% faster on one core at batch 4096, where
-                     * the samples come from L3). */
+                if (!bt) {  /* Fetch this panel's share of the next tile's samples into L2
+                             * while this tile computes (measured 3-5% faster on one core at
+                             * batch 4096, where the samples come from L3). */
                     const int64_t panels = (i1 - i0 + 2 * W - 1) / (2 * W);
                     const int64_t pi = (i - i0) / (2 * W);
                     const int64_t bytes = (int64_t)width[s] * k * (int64_t)sizeof(REAL);
@@ -126,13 +139,13 @@ static TARGET void NAME(column_tile)(int64_t m, int64_t i0, int64_t i1, int nr, 
                 }
                 const REAL *bi = bias ? bias + i : 0;
                 if (rows >= 2 * W)
-                    full[s](k, a + i, m, bj, k, cj + i, m, MASK_ALL, MASK_ALL, bi,
+                    full[s](k, a + i, m, bj, ldb, cj + i, m, MASK_ALL, MASK_ALL, bi,
                             act, alpha);
                 else if (rows <= W)
-                    half[s](k, a + i, m, bj, k, cj + i, m, NAME(rows_mask)(rows), 0, bi, act,
+                    half[s](k, a + i, m, bj, ldb, cj + i, m, NAME(rows_mask)(rows), 0, bi, act,
                             alpha);
                 else
-                    edge[s](k, a + i, m, bj, k, cj + i, m, NAME(rows_mask)(rows),
+                    edge[s](k, a + i, m, bj, ldb, cj + i, m, NAME(rows_mask)(rows),
                             NAME(rows_mask)(rows - W), bi, act, alpha);
             }
             done += width[s];
@@ -250,8 +263,8 @@ static void NAME(gemv)(int64_t m, int64_t k, const REAL *a, const REAL *x, REAL 
 /* Thread th of nth's share of the product: its columns (by_cols), its rows in whole panels
  * (by_rows), or everything; rows in blocks of mc. */
 static void NAME(gemm_share)(int64_t m, int64_t n, int64_t k, const REAL *a, const REAL *b,
-    REAL *c, const REAL *bias, int act, REAL alpha_r, int64_t mc, int th, int nth, int by_cols,
-    int by_rows)
+    int bt, REAL *c, const REAL *bias, int act, REAL alpha_r, int64_t mc, int th, int nth,
+    int by_cols, int by_rows)
 {
     const int64_t tiles = (n + NR_MAX - 1) / NR_MAX;
     const int64_t panels = (m + 2 * W - 1) / (2 * W);
@@ -264,22 +277,23 @@ static void NAME(gemm_share)(int64_t m, int64_t n, int64_t k, const REAL *a, con
         const int64_t i1 = i0 + mc < r1 ? i0 + mc : r1;
         for (int64_t t = t0; t < t1; t++) {
             const int nr = (int)(n - NR_MAX * t < NR_MAX ? n - NR_MAX * t : NR_MAX);
-            NAME(column_tile)(m, i0, i1, nr, k, a, b + NR_MAX * t * k, c + NR_MAX * t * m,
-                              bias, act, alpha_r);
+            NAME(column_tile)(m, i0, i1, nr, k, a, b + NR_MAX * t * (bt ? 1 : k), bt ? n : k,
+                              bt, c + NR_MAX * t * m, bias, act, alpha_r);
         }
     }
 }
 
-/* c(m,n) = act(a(m,k) . b(k,n) + bias), all column-major and contiguous; bias may be NULL.
- * threaded: split the columns (or, for one column, the rows) over the OpenMP threads, unless
- * the caller is already inside a parallel region. */
-static void NAME(gemm)(int64_t m, int64_t n, int64_t k, const REAL *a, const REAL *b, REAL *c,
-                    const REAL *bias, int act, double alpha_in, int threaded)
+/* c(m,n) = act(a(m,k) . b(k,n) + bias), all column-major and contiguous; bias may be NULL;
+ * bt: b is given transposed, as an n x k matrix. threaded: split the columns (or, for one
+ * column, the rows) over the OpenMP threads, unless the caller is already inside a parallel
+ * region. */
+static void NAME(gemm)(int64_t m, int64_t n, int64_t k, const REAL *a, const REAL *b, int bt,
+                    REAL *c, const REAL *bias, int act, double alpha_in, int threaded)
 {
     const REAL alpha_r = (REAL)alpha_in;
     const int nthreads = threaded && !omp_in_parallel() ? omp_get_max_threads() : 1;
     if (m <= 0 || n <= 0) return;
-    if (n == 1) {
+    if (n == 1) {  /* (one column of b reads the same transposed or not) */
         NAME(gemv)(m, k, a, b, c, bias, act, alpha_r, nthreads);
         return;
     }
@@ -297,10 +311,22 @@ static void NAME(gemm)(int64_t m, int64_t n, int64_t k, const REAL *a, const REA
     const int by_rows = split && !by_cols && m >= 4 * W * nthreads;
     if (by_cols || by_rows) {
 #pragma omp parallel num_threads(nthreads)
-        NAME(gemm_share)(m, n, k, a, b, c, bias, act, alpha_r, mc, omp_get_thread_num(),
+        NAME(gemm_share)(m, n, k, a, b, bt, c, bias, act, alpha_r, mc, omp_get_thread_num(),
                          omp_get_num_threads(), by_cols, by_rows);
     } else {
         /* (no parallel construct at all: even an inactive one costs ~0.1 us per call) */
-        NAME(gemm_share)(m, n, k, a, b, c, bias, act, alpha_r, mc, 0, 1, 0, 0);
+        NAME(gemm_share)(m, n, k, a, b, bt, c, bias, act, alpha_r, mc, 0, 1, 0, 0);
     }
+}
+
+/* dst (cols x rows) = src (rows x cols)^T, column-major, in 8 x 8 blocks (both sides stay in
+ * a few cache lines per block). */
+static TARGET void NAME(transpose)(int64_t rows, int64_t cols, const REAL *src, REAL *dst)
+{
+    for (int64_t j0 = 0; j0 < cols; j0 += 8)
+        for (int64_t i0 = 0; i0 < rows; i0 += 8) {
+            const int64_t j1 = j0 + 8 < cols ? j0 + 8 : cols, i1 = i0 + 8 < rows ? i0 + 8 : rows;
+            for (int64_t j = j0; j < j1; j++)
+                for (int64_t i = i0; i < i1; i++) dst[i * cols + j] = src[j * rows + i];
+        }
 }

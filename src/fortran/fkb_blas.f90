@@ -15,9 +15,10 @@
 !! applied in registers, and every element one in-order chain of fused multiply-adds, so a
 !! sample's result is the same whatever the batch size or thread count. They use the OpenMP
 !! threads; FKB_GEMM=blas in the environment keeps everything on BLAS (FKB_GEMM=avx2: the AVX2
-!! kernels even where AVX-512 is available). A training step stays
-!! on BLAS (gemm with on_blas, gemm_nt, gemm_tn): mixing the two thread pools in one phase
-!! makes each spin-wait on the cores the other needs (2 threads: training 2.7x slower).
+!! kernels even where AVX-512 is available). A training step's products (gemm, gemm_nt,
+!! gemm_tn) all use them too, or all BLAS: mixing OpenBLAS' thread pool with OpenMP's in one
+!! step makes each spin-wait on the cores the other needs (2 threads: training 2.7x slower).
+!! Deterministic mode keeps gemm_nt/gemm_tn on BLAS (training is not covered by its promise).
 module fkb_blas
   use iso_fortran_env, only: real32, real64, int32, int64
   use iso_c_binding, only: c_int, c_int64_t, c_float, c_double
@@ -92,6 +93,38 @@ module fkb_blas
       integer(c_int), value :: act, threaded
       real(c_double), value :: alpha
     end function fkb_cpu_dgemm
+    integer(c_int) function fkb_cpu_sgemm_nt(m, n, k, a, b, c, threaded) &
+        bind(C, name='fkb_cpu_sgemm_nt')
+      import :: c_int, c_int64_t, c_float
+      integer(c_int64_t), value :: m, n, k
+      real(c_float), intent(in) :: a(*), b(*)
+      real(c_float), intent(inout) :: c(*)
+      integer(c_int), value :: threaded
+    end function fkb_cpu_sgemm_nt
+    integer(c_int) function fkb_cpu_sgemm_tn(m, n, k, a, b, c, threaded) &
+        bind(C, name='fkb_cpu_sgemm_tn')
+      import :: c_int, c_int64_t, c_float
+      integer(c_int64_t), value :: m, n, k
+      real(c_float), intent(in) :: a(*), b(*)
+      real(c_float), intent(inout) :: c(*)
+      integer(c_int), value :: threaded
+    end function fkb_cpu_sgemm_tn
+    integer(c_int) function fkb_cpu_dgemm_nt(m, n, k, a, b, c, threaded) &
+        bind(C, name='fkb_cpu_dgemm_nt')
+      import :: c_int, c_int64_t, c_double
+      integer(c_int64_t), value :: m, n, k
+      real(c_double), intent(in) :: a(*), b(*)
+      real(c_double), intent(inout) :: c(*)
+      integer(c_int), value :: threaded
+    end function fkb_cpu_dgemm_nt
+    integer(c_int) function fkb_cpu_dgemm_tn(m, n, k, a, b, c, threaded) &
+        bind(C, name='fkb_cpu_dgemm_tn')
+      import :: c_int, c_int64_t, c_double
+      integer(c_int64_t), value :: m, n, k
+      real(c_double), intent(in) :: a(*), b(*)
+      real(c_double), intent(inout) :: c(*)
+      integer(c_int), value :: threaded
+    end function fkb_cpu_dgemm_tn
   end interface
 
   interface fused_gemm
@@ -178,45 +211,33 @@ contains
                          merge(1_c_int, 0_c_int, threaded)) == 0
   end function fused_gemm_r64
 
-  subroutine gemm_r32(m, n, k, a, b, c, on_blas)
+  subroutine gemm_r32(m, n, k, a, b, c)
     integer(int64), intent(in) :: m, n, k
     real(real32), intent(in) :: a(*)          ! flat m x k matrix (a layer's weights)
     real(real32), intent(in), contiguous :: b(:, :)
     real(real32), intent(inout), contiguous :: c(:, :)
-    logical, intent(in), optional :: on_blas   !! BLAS even where FKB's kernels run (training)
-    logical :: own
     if (deterministic) then
       call fixed_order_r32(m, n, k, a, b, c)
       return
     end if
-    own = .true.
-    if (present(on_blas)) own = .not. on_blas
-    if (own) then
-      if (fkb_cpu_sgemm(m, n, k, a, b, c, act=0_c_int, alpha=0.0_c_double, threaded=1_c_int) == 0) &
-        return
-    end if
+    if (fkb_cpu_sgemm(m, n, k, a, b, c, act=0_c_int, alpha=0.0_c_double, threaded=1_c_int) == 0) &
+      return
     call sgemm('N', 'N', int(m, int32), int(n, int32), int(k, int32), 1.0_real32, a, &
                int(max(m, 1_int64), int32), b, int(max(k, 1_int64), int32), 0.0_real32, c, &
                int(max(m, 1_int64), int32))
   end subroutine gemm_r32
 
-  subroutine gemm_r64(m, n, k, a, b, c, on_blas)
+  subroutine gemm_r64(m, n, k, a, b, c)
     integer(int64), intent(in) :: m, n, k
     real(real64), intent(in) :: a(*)          ! flat m x k matrix (a layer's weights)
     real(real64), intent(in), contiguous :: b(:, :)
     real(real64), intent(inout), contiguous :: c(:, :)
-    logical, intent(in), optional :: on_blas   !! BLAS even where FKB's kernels run (training)
-    logical :: own
     if (deterministic) then
       call fixed_order_r64(m, n, k, a, b, c)
       return
     end if
-    own = .true.
-    if (present(on_blas)) own = .not. on_blas
-    if (own) then
-      if (fkb_cpu_dgemm(m, n, k, a, b, c, act=0_c_int, alpha=0.0_c_double, threaded=1_c_int) == 0) &
-        return
-    end if
+    if (fkb_cpu_dgemm(m, n, k, a, b, c, act=0_c_int, alpha=0.0_c_double, threaded=1_c_int) == 0) &
+      return
     call dgemm('N', 'N', int(m, int32), int(n, int32), int(k, int32), 1.0_real64, a, &
                int(max(m, 1_int64), int32), b, int(max(k, 1_int64), int32), 0.0_real64, c, &
                int(max(m, 1_int64), int32))
@@ -257,6 +278,9 @@ contains
     real(real32), intent(in), contiguous :: a(:, :), b(:, :)
     real(real32), intent(inout) :: c(*)
     real(real32), intent(in) :: beta
+    if (.not. deterministic .and. beta == 0) then
+      if (fkb_cpu_sgemm_nt(m, n, k, a, b, c, threaded=1_c_int) == 0) return
+    end if
     call sgemm('N', 'T', int(m, int32), int(n, int32), int(k, int32), 1.0_real32, a, &
                int(max(m, 1_int64), int32), b, int(max(n, 1_int64), int32), beta, c, &
                int(max(m, 1_int64), int32))
@@ -267,6 +291,9 @@ contains
     real(real32), intent(in) :: a(*)
     real(real32), intent(in), contiguous :: b(:, :)
     real(real32), intent(inout), contiguous :: c(:, :)
+    if (.not. deterministic) then
+      if (fkb_cpu_sgemm_tn(m, n, k, a, b, c, threaded=1_c_int) == 0) return
+    end if
     call sgemm('T', 'N', int(m, int32), int(n, int32), int(k, int32), 1.0_real32, a, &
                int(max(k, 1_int64), int32), b, int(max(k, 1_int64), int32), 0.0_real32, c, &
                int(max(m, 1_int64), int32))
@@ -277,6 +304,9 @@ contains
     real(real64), intent(in), contiguous :: a(:, :), b(:, :)
     real(real64), intent(inout) :: c(*)
     real(real64), intent(in) :: beta
+    if (.not. deterministic .and. beta == 0) then
+      if (fkb_cpu_dgemm_nt(m, n, k, a, b, c, threaded=1_c_int) == 0) return
+    end if
     call dgemm('N', 'T', int(m, int32), int(n, int32), int(k, int32), 1.0_real64, a, &
                int(max(m, 1_int64), int32), b, int(max(n, 1_int64), int32), beta, c, &
                int(max(m, 1_int64), int32))
@@ -287,6 +317,9 @@ contains
     real(real64), intent(in) :: a(*)
     real(real64), intent(in), contiguous :: b(:, :)
     real(real64), intent(inout), contiguous :: c(:, :)
+    if (.not. deterministic) then
+      if (fkb_cpu_dgemm_tn(m, n, k, a, b, c, threaded=1_c_int) == 0) return
+    end if
     call dgemm('T', 'N', int(m, int32), int(n, int32), int(k, int32), 1.0_real64, a, &
                int(max(k, 1_int64), int32), b, int(max(k, 1_int64), int32), 0.0_real64, c, &
                int(max(m, 1_int64), int32))

@@ -67,6 +67,7 @@ module fkb_layer
     procedure :: supports_training => layer_supports_training
     procedure :: tensor_trainable => layer_tensor_trainable
     procedure :: update_state => layer_update_state
+    procedure :: has_state => layer_has_state
     procedure :: penalty => layer_penalty
     procedure :: cache_size => layer_cache_size
     procedure :: train_forward_r32 => layer_train_forward_r32
@@ -300,6 +301,13 @@ contains
     l1 = 0
     l2 = 0
   end subroutine layer_penalty
+
+  logical function layer_has_state(self)
+    !! Whether update_state does anything (the trainer then passes it the step's input as
+    !! double, a copy the other layers do without). Default: no.
+    class(fkb_layer_t), intent(in) :: self
+    layer_has_state = .false.
+  end function layer_has_state
 
   subroutine layer_update_state(self, x)
     !! After a training step: update non-trainable state from the step's input x (as double),

@@ -14,6 +14,7 @@ module fkb_optimizer
   use fkb_errors, only: FKB_OK, FKB_ERR_UNSUPPORTED, FKB_ERR_ARGUMENT, set_error
   use fkb_config, only: fkb_config_t, real_text, int_text
   use fkb_text, only: string_t, split_fields
+  use fkb_optimizer_rules, only: sgd_rule, adam_rule, rmsprop_rule, adagrad_rule, nadam_rule
   implicit none
   private
   public :: fkb_optimizer_t, slot_t, parse_optimizer, optimizer_step, learning_rate_at
@@ -146,8 +147,9 @@ contains
     type(fkb_optimizer_t), intent(inout) :: opt
     type(slot_t), intent(inout) :: vars(:)
     type(slot_t), intent(inout) :: grads(:)
-    real(real64) :: lr, norm, scale, t, b1p, b2p, alpha, u_t, u_t1, up, up1, mom
+    real(real64) :: lr, norm, scale, t, b1p, b2p, alpha, u_t, u_t1, up, up1
     integer :: k
+    integer(int64) :: n
     if (.not. allocated(opt%slots)) call init_slots(opt, vars)
     lr = learning_rate_at(opt, opt%iterations)
     ! 1. Clipping.
@@ -188,50 +190,26 @@ contains
       u_t = opt%beta_1 * (1 - 0.5_real64 * 0.96_real64**t)
       opt%u_product = opt%u_product * u_t
     end if
+    ! (each rule an element-wise loop over contiguous dummies: the array expressions on the
+    ! slots' components compiled to scalar code, a third of a training step)
     do k = 1, size(vars)
       associate (w => vars(k)%m, g => grads(k)%m, s => opt%slots(k))
+        n = size(w, kind=int64)
         select case (opt%id)
         case (OPT_SGD)
-          if (opt%momentum /= 0) then
-            mom = f32(opt%momentum)                ! Keras: float32 (optimizers/sgd.py)
-            s%m = s%m * mom - g * lr
-            if (opt%nesterov) then
-              w = w + (s%m * mom - g * lr)
-            else
-              w = w + s%m
-            end if
-          else
-            w = w - g * lr
-          end if
+          ! Keras: float32 (optimizers/sgd.py)
+          call sgd_rule(n, w, g, s%m, lr, f32(opt%momentum), opt%momentum /= 0, opt%nesterov)
         case (OPT_ADAM, OPT_ADAMW)
           b1p = f32(opt%beta_1)**t                ! Keras: float32 (optimizers/adam.py)
           b2p = f32(opt%beta_2)**t
           alpha = lr * sqrt(1 - b2p) / (1 - b1p)
-          s%m = s%m + (g - s%m) * (1 - opt%beta_1)
-          s%v = s%v + (g * g - s%v) * (1 - opt%beta_2)
-          if (opt%amsgrad) then
-            s%vhat = max(s%vhat, s%v)
-            w = w - (s%m * alpha) / (sqrt(s%vhat) + opt%epsilon)
-          else
-            w = w - (s%m * alpha) / (sqrt(s%v) + opt%epsilon)
-          end if
+          call adam_rule(n, w, g, s%m, s%v, s%vhat, 1 - opt%beta_1, 1 - opt%beta_2, alpha, &
+                         opt%epsilon, opt%amsgrad)
         case (OPT_RMSPROP)
-          s%v = opt%rho * s%v + (1 - opt%rho) * g * g
-          if (opt%centered) then
-            s%vhat = opt%rho * s%vhat + (1 - opt%rho) * g
-            g = (lr * g) / sqrt(s%v - s%vhat**2 + opt%epsilon)
-          else
-            g = (lr * g) / sqrt(s%v + opt%epsilon)
-          end if
-          if (opt%momentum > 0) then
-            s%m = opt%momentum * s%m + g
-            w = w - s%m
-          else
-            w = w - g
-          end if
+          call rmsprop_rule(n, w, g, s%m, s%v, s%vhat, lr, opt%rho, opt%momentum, &
+                            opt%epsilon, opt%centered)
         case (OPT_ADAGRAD)
-          s%v = s%v + g * g
-          w = w - (lr * g) / sqrt(s%v + opt%epsilon)
+          call adagrad_rule(n, w, g, s%v, lr, opt%epsilon)
         case (OPT_NADAM)
           ! Keras: float32 for 0.96, beta_1, beta_2 here (optimizers/nadam.py update_step),
           ! exact in the running product u_product (nadam.py _backend_update_step).
@@ -241,10 +219,8 @@ contains
           up1 = up * u_t1
           b2p = f32(opt%beta_2)**t
           ! Nadam's moments also use the rounded betas (unlike Adam's).
-          s%m = s%m + (g - s%m) * (1 - f32(opt%beta_1))
-          s%v = s%v + (g * g - s%v) * (1 - f32(opt%beta_2))
-          w = w - ((u_t1 * s%m / (1 - up1) + (1 - u_t) * g / (1 - up)) * lr) / &
-                  (sqrt(s%v / (1 - b2p)) + opt%epsilon)
+          call nadam_rule(n, w, g, s%m, s%v, 1 - f32(opt%beta_1), 1 - f32(opt%beta_2), u_t1, &
+                          1 - up1, 1 - u_t, 1 - up, lr, 1 - b2p, opt%epsilon)
         end select
       end associate
     end do

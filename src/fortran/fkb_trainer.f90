@@ -95,6 +95,13 @@ module fkb_trainer
     type(slot_t), allocatable :: vars(:), gs(:)     !! double copies for the optimizer, kept
   end type fkb_trainer_t
 
+  interface to_slot
+    module procedure to_slot_r32, to_slot_r64
+  end interface to_slot
+  interface from_slot
+    module procedure from_slot_r32, from_slot_r64
+  end interface from_slot
+
 contains
 
   subroutine trainer_compile(tr, model, optimizer, loss, stat, msg, custom)
@@ -640,6 +647,70 @@ contains
     real(real64), intent(in) :: x
     sign_or_zero = merge(1.0_real64, merge(-1.0_real64, 0.0_real64, x < 0), x > 0)
   end function sign_or_zero
+
+  ! Copies between a network's tensors and the optimizer's double slots, as loops over plain
+  ! arrays (assignments through the trainer's pointers compiled to scalar, strided code).
+  subroutine to_slot_r32(src, slot)
+    real(real32), intent(in), contiguous :: src(:)
+    type(slot_t), intent(inout) :: slot
+    call widen_r32(size(src, kind=int64), src, slot)
+  end subroutine to_slot_r32
+
+  subroutine widen_r32(n, src, slot)
+    integer(int64), intent(in) :: n
+    real(real32), intent(in) :: src(n)
+    type(slot_t), intent(inout) :: slot
+    if (allocated(slot%m)) then
+      if (size(slot%m, kind=int64) /= n) deallocate(slot%m)
+    end if
+    if (.not. allocated(slot%m)) allocate(slot%m(n))
+    call copy_r32_r64(n, src, slot%m)
+  end subroutine widen_r32
+
+  subroutine to_slot_r64(src, slot)
+    real(real64), intent(in), contiguous :: src(:)
+    type(slot_t), intent(inout) :: slot
+    integer(int64) :: n
+    n = size(src, kind=int64)
+    if (allocated(slot%m)) then
+      if (size(slot%m, kind=int64) /= n) deallocate(slot%m)
+    end if
+    if (.not. allocated(slot%m)) allocate(slot%m(n))
+    call copy_r64_r64(n, src, slot%m)
+  end subroutine to_slot_r64
+
+  subroutine from_slot_r32(slot, dst)
+    type(slot_t), intent(in) :: slot
+    real(real32), intent(inout), contiguous :: dst(:)
+    call copy_r64_r32(size(dst, kind=int64), slot%m, dst)
+  end subroutine from_slot_r32
+
+  subroutine from_slot_r64(slot, dst)
+    type(slot_t), intent(in) :: slot
+    real(real64), intent(inout), contiguous :: dst(:)
+    call copy_r64_r64(size(dst, kind=int64), slot%m, dst)
+  end subroutine from_slot_r64
+
+  pure subroutine copy_r32_r64(n, a, b)
+    integer(int64), intent(in) :: n
+    real(real32), intent(in) :: a(n)
+    real(real64), intent(out) :: b(n)
+    b = real(a, real64)
+  end subroutine copy_r32_r64
+
+  pure subroutine copy_r64_r32(n, a, b)
+    integer(int64), intent(in) :: n
+    real(real64), intent(in) :: a(n)
+    real(real32), intent(out) :: b(n)
+    b = real(a, real32)
+  end subroutine copy_r64_r32
+
+  pure subroutine copy_r64_r64(n, a, b)
+    integer(int64), intent(in) :: n
+    real(real64), intent(in) :: a(n)
+    real(real64), intent(out) :: b(n)
+    b = a
+  end subroutine copy_r64_r64
 
   logical function all_finite(values)
     type(slot_t), intent(in) :: values(:)

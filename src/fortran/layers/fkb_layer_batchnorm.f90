@@ -28,6 +28,7 @@ module fkb_layer_batchnorm
     procedure :: backward_r32 => bn_backward_r32
     procedure :: backward_r64 => bn_backward_r64
     procedure :: update_state => bn_update_state
+    procedure :: has_state => bn_has_state
     procedure :: forward_r32 => bn_forward_r32
     procedure :: forward_r64 => bn_forward_r64
   end type fkb_batchnorm_t
@@ -129,6 +130,11 @@ contains
     class(fkb_batchnorm_t), intent(in) :: self
     bn_cache_size = self%n_in
   end function bn_cache_size
+
+  logical function bn_has_state(self)
+    class(fkb_batchnorm_t), intent(in) :: self
+    bn_has_state = .true.
+  end function bn_has_state
 
   subroutine bn_update_state(self, x)
     ! moving = moving * momentum + batch * (1 - momentum), for mean and (biased) variance.

@@ -8,11 +8,15 @@ module fkb_layer_dense
   use fkb_activation, only: fkb_activation_t, read_activation, write_activation, bias_activation, &
                             apply_activation, activation_backward, ACT_LINEAR
   use fkb_tensor, only: fkb_tensor_t
-  use fkb_blas, only: gemm, gemm_nt, gemm_tn, BLAS_INT_MAX
+  use fkb_blas, only: gemm, gemm_nt, gemm_tn, fused_gemm, FUSED_NONE, BLAS_INT_MAX
   use fkb_affine, only: affine
   implicit none
   private
   public :: fkb_dense_t
+
+  interface column_sum
+    module procedure column_sum_r32, column_sum_r64
+  end interface column_sum
 
   type, extends(fkb_layer_t) :: fkb_dense_t
     type(fkb_activation_t) :: act
@@ -164,8 +168,16 @@ contains
     type(fkb_activation_t) :: linear
     integer(int64) :: n
     n = size(x, 2, kind=int64)
-    call gemm(self%n_out, n, self%n_in, self%params(1)%r32, x, cache, on_blas=.true.)
-    if (self%use_bias) call bias_activation(linear, self%n_out, n, cache, self%params(2)%r32)
+    if (self%use_bias) then
+      ! the bias added in registers where FKB's kernels run
+      if (.not. fused_gemm(self%n_out, n, self%n_in, self%params(1)%r32, x, cache, FUSED_NONE, &
+                           0.0_real64, .true., self%params(2)%r32)) then
+        call gemm(self%n_out, n, self%n_in, self%params(1)%r32, x, cache)
+        call bias_activation(linear, self%n_out, n, cache, self%params(2)%r32)
+      end if
+    else
+      call gemm(self%n_out, n, self%n_in, self%params(1)%r32, x, cache)
+    end if
     y = cache
     call apply_activation(self%act, self%n_out, n, y)
   end subroutine dense_train_forward_r32
@@ -181,7 +193,7 @@ contains
     if (.not. dz_given) call activation_backward(self%act, self%n_out, n, cache, y, dy)
     ! dW (n_out, n_in) = dz . x^T: the layout of the kernel tensor (Keras (n_in, units), C order)
     call gemm_nt(self%n_out, self%n_in, n, dy, x, grads(1)%r32, 0.0_real32)
-    if (self%use_bias) grads(2)%r32 = sum(dy, dim=2)
+    if (self%use_bias) call column_sum(self%n_out, n, dy, grads(2)%r32)
     if (need_dx) call gemm_tn(self%n_in, n, self%n_out, self%params(1)%r32, dy, dx)
   end subroutine dense_backward_r32
 
@@ -194,8 +206,16 @@ contains
     type(fkb_activation_t) :: linear
     integer(int64) :: n
     n = size(x, 2, kind=int64)
-    call gemm(self%n_out, n, self%n_in, self%params(1)%r64, x, cache, on_blas=.true.)
-    if (self%use_bias) call bias_activation(linear, self%n_out, n, cache, self%params(2)%r64)
+    if (self%use_bias) then
+      ! the bias added in registers where FKB's kernels run
+      if (.not. fused_gemm(self%n_out, n, self%n_in, self%params(1)%r64, x, cache, FUSED_NONE, &
+                           0.0_real64, .true., self%params(2)%r64)) then
+        call gemm(self%n_out, n, self%n_in, self%params(1)%r64, x, cache)
+        call bias_activation(linear, self%n_out, n, cache, self%params(2)%r64)
+      end if
+    else
+      call gemm(self%n_out, n, self%n_in, self%params(1)%r64, x, cache)
+    end if
     y = cache
     call apply_activation(self%act, self%n_out, n, y)
   end subroutine dense_train_forward_r64
@@ -211,8 +231,32 @@ contains
     if (.not. dz_given) call activation_backward(self%act, self%n_out, n, cache, y, dy)
     ! dW (n_out, n_in) = dz . x^T: the layout of the kernel tensor (Keras (n_in, units), C order)
     call gemm_nt(self%n_out, self%n_in, n, dy, x, grads(1)%r64, 0.0_real64)
-    if (self%use_bias) grads(2)%r64 = sum(dy, dim=2)
+    if (self%use_bias) call column_sum(self%n_out, n, dy, grads(2)%r64)
     if (need_dx) call gemm_tn(self%n_in, n, self%n_out, self%params(1)%r64, dy, dx)
   end subroutine dense_backward_r64
+
+  ! The bias gradient, sum(dy, dim=2) in the same order, column by column (gfortran's sum
+  ! over dim 2 strides across the rows).
+  pure subroutine column_sum_r32(m, n, dy, db)
+    integer(int64), intent(in) :: m, n
+    real(real32), intent(in) :: dy(m, n)
+    real(real32), intent(out) :: db(m)
+    integer(int64) :: j
+    db = 0
+    do j = 1, n
+      db = db + dy(:, j)
+    end do
+  end subroutine column_sum_r32
+
+  pure subroutine column_sum_r64(m, n, dy, db)
+    integer(int64), intent(in) :: m, n
+    real(real64), intent(in) :: dy(m, n)
+    real(real64), intent(out) :: db(m)
+    integer(int64) :: j
+    db = 0
+    do j = 1, n
+      db = db + dy(:, j)
+    end do
+  end subroutine column_sum_r64
 
 end module fkb_layer_dense
