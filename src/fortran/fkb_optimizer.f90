@@ -18,6 +18,7 @@ module fkb_optimizer
   implicit none
   private
   public :: fkb_optimizer_t, slot_t, parse_optimizer, optimizer_step, learning_rate_at
+  public :: clips, optimizer_begin, optimizer_update, optimizer_end
 
   enum, bind(c)
     enumerator :: OPT_SGD = 1, OPT_ADAM, OPT_ADAMW, OPT_RMSPROP, OPT_ADAGRAD, OPT_NADAM
@@ -39,6 +40,7 @@ module fkb_optimizer
     logical :: nesterov = .false., amsgrad = .false., centered = .false.
     integer(int64) :: iterations = 0
     real(real64) :: u_product = 1        !! Nadam's running product of momentum factors
+    real(real64) :: step_lr = 0, step_t = 0   !! the step under way (optimizer_begin)
     ! Learning-rate schedule (Keras' ExponentialDecay, PiecewiseConstantDecay, CosineDecay),
     ! evaluated at the step count before the update, as Keras does.
     character(len=:), allocatable :: schedule
@@ -147,11 +149,9 @@ contains
     type(fkb_optimizer_t), intent(inout) :: opt
     type(slot_t), intent(inout) :: vars(:)
     type(slot_t), intent(inout) :: grads(:)
-    real(real64) :: lr, norm, scale, t, b1p, b2p, alpha, u_t, u_t1, up, up1
+    real(real64) :: norm, scale
     integer :: k
-    integer(int64) :: n
-    if (.not. allocated(opt%slots)) call init_slots(opt, vars)
-    lr = learning_rate_at(opt, opt%iterations)
+    call optimizer_begin(opt, [(size(vars(k)%m, kind=int64), k = 1, size(vars))])
     ! 1. Clipping.
     if (opt%clipnorm > 0) then
       do k = 1, size(grads)
@@ -177,55 +177,93 @@ contains
         grads(k)%m = min(max(grads(k)%m, -opt%clipvalue), opt%clipvalue)
       end do
     end if
-    ! 2. Weight decay (decoupled, as Keras applies it to every optimizer that has one).
-    if (opt%weight_decay > 0) then
-      do k = 1, size(vars)
-        ! Keras: float32 (backend/tensorflow/optimizer.py _apply_weight_decay)
-        vars(k)%m = vars(k)%m - vars(k)%m * f32(opt%weight_decay) * lr
-      end do
-    end if
-    ! 3. The update rule.
-    t = real(opt%iterations + 1, real64)
+    ! 2. and 3. Weight decay and the update rule.
+    do k = 1, size(vars)
+      call optimizer_update(opt, k, 1_int64, vars(k)%m, grads(k)%m)
+    end do
+    call optimizer_end(opt)
+  end subroutine optimizer_step
+
+  logical function clips(opt)
+    !! Whether the step clips gradients (then it needs all of them at once: optimizer_step).
+    type(fkb_optimizer_t), intent(in) :: opt
+    clips = opt%clipnorm > 0 .or. opt%global_clipnorm > 0 .or. opt%clipvalue > 0
+  end function clips
+
+  subroutine optimizer_begin(opt, sizes)
+    !! Starts a step over variables of these sizes: slots on the first step, the step's
+    !! learning rate and counters. Then optimizer_update over every element of every variable
+    !! (in any pieces), then optimizer_end.
+    type(fkb_optimizer_t), intent(inout) :: opt
+    integer(int64), intent(in) :: sizes(:)
+    real(real64) :: u_t
+    if (.not. allocated(opt%slots)) call init_slots(opt, sizes)
+    opt%step_lr = learning_rate_at(opt, opt%iterations)
+    opt%step_t = real(opt%iterations + 1, real64)
     if (opt%id == OPT_NADAM) then
-      u_t = opt%beta_1 * (1 - 0.5_real64 * 0.96_real64**t)
+      u_t = opt%beta_1 * (1 - 0.5_real64 * 0.96_real64**opt%step_t)
       opt%u_product = opt%u_product * u_t
     end if
-    ! (each rule an element-wise loop over contiguous dummies: the array expressions on the
-    ! slots' components compiled to scalar code, a third of a training step)
-    do k = 1, size(vars)
-      associate (w => vars(k)%m, g => grads(k)%m, s => opt%slots(k))
-        n = size(w, kind=int64)
-        select case (opt%id)
-        case (OPT_SGD)
-          ! Keras: float32 (optimizers/sgd.py)
-          call sgd_rule(n, w, g, s%m, lr, f32(opt%momentum), opt%momentum /= 0, opt%nesterov)
-        case (OPT_ADAM, OPT_ADAMW)
-          b1p = f32(opt%beta_1)**t                ! Keras: float32 (optimizers/adam.py)
-          b2p = f32(opt%beta_2)**t
-          alpha = lr * sqrt(1 - b2p) / (1 - b1p)
-          call adam_rule(n, w, g, s%m, s%v, s%vhat, 1 - opt%beta_1, 1 - opt%beta_2, alpha, &
-                         opt%epsilon, opt%amsgrad)
-        case (OPT_RMSPROP)
-          call rmsprop_rule(n, w, g, s%m, s%v, s%vhat, lr, opt%rho, opt%momentum, &
-                            opt%epsilon, opt%centered)
-        case (OPT_ADAGRAD)
-          call adagrad_rule(n, w, g, s%v, lr, opt%epsilon)
-        case (OPT_NADAM)
-          ! Keras: float32 for 0.96, beta_1, beta_2 here (optimizers/nadam.py update_step),
-          ! exact in the running product u_product (nadam.py _backend_update_step).
-          u_t = f32(opt%beta_1) * (1 - 0.5_real64 * f32(0.96_real64)**t)
-          u_t1 = f32(opt%beta_1) * (1 - 0.5_real64 * f32(0.96_real64)**(t + 1))
-          up = opt%u_product
-          up1 = up * u_t1
-          b2p = f32(opt%beta_2)**t
-          ! Nadam's moments also use the rounded betas (unlike Adam's).
-          call nadam_rule(n, w, g, s%m, s%v, 1 - f32(opt%beta_1), 1 - f32(opt%beta_2), u_t1, &
-                          1 - up1, 1 - u_t, 1 - up, lr, 1 - b2p, opt%epsilon)
-        end select
-      end associate
-    end do
+  end subroutine optimizer_begin
+
+  subroutine optimizer_end(opt)
+    type(fkb_optimizer_t), intent(inout) :: opt
     opt%iterations = opt%iterations + 1
-  end subroutine optimizer_step
+  end subroutine optimizer_end
+
+  subroutine optimizer_update(opt, k, i0, w, g)
+    !! Weight decay and the update rule for elements i0.. i0+size(w)-1 of variable k: w and g
+    !! their values and (clipped) gradients as double; g may be overwritten. Each element's
+    !! arithmetic is the same whatever the pieces, so a trainer may pass a variable in pieces
+    !! converted from its own precision (cache-sized, instead of double copies of everything).
+    type(fkb_optimizer_t), intent(inout), target :: opt
+    integer, intent(in) :: k
+    integer(int64), intent(in) :: i0
+    real(real64), intent(inout), contiguous :: w(:), g(:)
+    real(real64) :: lr, t, b1p, b2p, alpha, u_t, u_t1, up, up1
+    integer(int64) :: n, i1
+    n = size(w, kind=int64)
+    i1 = i0 + n - 1
+    lr = opt%step_lr
+    t = opt%step_t
+    ! 2. Weight decay (decoupled, as Keras applies it to every optimizer that has one).
+    if (opt%weight_decay > 0) then
+      ! Keras: float32 (backend/tensorflow/optimizer.py _apply_weight_decay)
+      w = w - w * f32(opt%weight_decay) * lr
+    end if
+    ! 3. The update rule (element-wise loops over contiguous dummies: fkb_optimizer_rules).
+    associate (s => opt%slots(k))
+      select case (opt%id)
+      case (OPT_SGD)
+        ! Keras: float32 (optimizers/sgd.py)
+        call sgd_rule(n, w, g, s%m(i0:i1), lr, f32(opt%momentum), opt%momentum /= 0, &
+                      opt%nesterov)
+      case (OPT_ADAM, OPT_ADAMW)
+        b1p = f32(opt%beta_1)**t                ! Keras: float32 (optimizers/adam.py)
+        b2p = f32(opt%beta_2)**t
+        alpha = lr * sqrt(1 - b2p) / (1 - b1p)
+        call adam_rule(n, w, g, s%m(i0:i1), s%v(i0:i1), s%vhat(i0:i1), 1 - opt%beta_1, &
+                       1 - opt%beta_2, alpha, opt%epsilon, opt%amsgrad)
+      case (OPT_RMSPROP)
+        call rmsprop_rule(n, w, g, s%m(i0:i1), s%v(i0:i1), s%vhat(i0:i1), lr, opt%rho, &
+                          opt%momentum, opt%epsilon, opt%centered)
+      case (OPT_ADAGRAD)
+        call adagrad_rule(n, w, g, s%v(i0:i1), lr, opt%epsilon)
+      case (OPT_NADAM)
+        ! Keras: float32 for 0.96, beta_1, beta_2 here (optimizers/nadam.py update_step),
+        ! exact in the running product u_product (nadam.py _backend_update_step).
+        u_t = f32(opt%beta_1) * (1 - 0.5_real64 * f32(0.96_real64)**t)
+        u_t1 = f32(opt%beta_1) * (1 - 0.5_real64 * f32(0.96_real64)**(t + 1))
+        up = opt%u_product
+        up1 = up * u_t1
+        b2p = f32(opt%beta_2)**t
+        ! Nadam's moments also use the rounded betas (unlike Adam's).
+        call nadam_rule(n, w, g, s%m(i0:i1), s%v(i0:i1), 1 - f32(opt%beta_1), &
+                        1 - f32(opt%beta_2), u_t1, 1 - up1, 1 - u_t, 1 - up, lr, 1 - b2p, &
+                        opt%epsilon)
+      end select
+    end associate
+  end subroutine optimizer_update
 
   subroutine read_learning_rate(cfg, opt, default, stat, msg)
     ! learning_rate=NUMBER, or learning_rate=SCHEDULE with the schedule's Keras arguments:
@@ -342,14 +380,14 @@ contains
     lr = real(l, real64)
   end function learning_rate_at
 
-  subroutine init_slots(opt, vars)
+  subroutine init_slots(opt, sizes)
     type(fkb_optimizer_t), intent(inout) :: opt
-    type(slot_t), intent(in) :: vars(:)
+    integer(int64), intent(in) :: sizes(:)
     integer :: k
     integer(int64) :: n
-    allocate(opt%slots(size(vars)))
-    do k = 1, size(vars)
-      n = size(vars(k)%m, kind=int64)
+    allocate(opt%slots(size(sizes)))
+    do k = 1, size(sizes)
+      n = sizes(k)
       allocate(opt%slots(k)%m(n), opt%slots(k)%v(n), opt%slots(k)%vhat(n))
       opt%slots(k)%m = 0
       opt%slots(k)%v = 0

@@ -33,7 +33,8 @@ module fkb_trainer
   use fkb_config, only: fkb_config_t, real_text
   use fkb_loss, only: fkb_loss_t, parse_loss, loss_and_gradient, LOSS_BCE, LOSS_CCE, &
                       LOSS_SPARSE_CCE
-  use fkb_optimizer, only: fkb_optimizer_t, slot_t, parse_optimizer, optimizer_step
+  use fkb_optimizer, only: fkb_optimizer_t, slot_t, parse_optimizer, optimizer_step, clips, &
+                           optimizer_begin, optimizer_update, optimizer_end
   use fkb_activation, only: ACT_SOFTMAX
   use fkb_layer, only: fkb_layer_t, view32_t, view64_t
   use fkb_layer_dense, only: fkb_dense_t
@@ -42,6 +43,7 @@ module fkb_trainer
   use fkb_refs, only: fkb_ref64
   use fkb_random, only: mix64
   use fkb_custom_loss_m, only: fkb_custom_loss
+  use omp_lib, only: omp_in_parallel
   implicit none
   private
   public :: fkb_trainer_t, trainer_compile, trainer_step, trainer_step_refs, trainer_record, &
@@ -95,12 +97,21 @@ module fkb_trainer
     type(slot_t), allocatable :: vars(:), gs(:)     !! double copies for the optimizer, kept
   end type fkb_trainer_t
 
+  !> Tensors from this many elements are updated on all threads (Adam: ~30 us on one core).
+  integer(int64), parameter :: PARALLEL_PIECES = 2_int64**16
+
   interface to_slot
     module procedure to_slot_r32, to_slot_r64
   end interface to_slot
   interface from_slot
     module procedure from_slot_r32, from_slot_r64
   end interface from_slot
+  interface update_in_pieces
+    module procedure update_in_pieces_r32, update_in_pieces_r64
+  end interface update_in_pieces
+  interface all_finite_values
+    module procedure all_finite_r32, all_finite_r64
+  end interface all_finite_values
 
 contains
 
@@ -647,6 +658,75 @@ contains
     real(real64), intent(in) :: x
     sign_or_zero = merge(1.0_real64, merge(-1.0_real64, 0.0_real64, x < 0), x > 0)
   end function sign_or_zero
+
+  function trainable_sizes(model) result(sizes)
+    !! Element counts of the model's trainable tensors, in file order.
+    type(fkb_model_t), intent(in) :: model
+    integer(int64), allocatable :: sizes(:)
+    integer :: i, k
+    allocate(sizes(0))
+    do i = 1, model%n_layers
+      if (.not. allocated(model%layers(i)%l%params)) cycle
+      do k = 1, size(model%layers(i)%l%params)
+        if (model%layers(i)%l%tensor_trainable(k)) &
+          sizes = [sizes, model%layers(i)%l%params(k)%numel()]
+      end do
+    end do
+  end function trainable_sizes
+
+  ! One optimizer update of variable k (weights w, gradient g in the network's precision) in
+  ! pieces of PIECE elements converted to double in L1-sized buffers: the same arithmetic as
+  ! double copies of whole tensors, without their passes over memory (a quarter of a step).
+  subroutine update_in_pieces_r32(opt, k, w, g)
+    type(fkb_optimizer_t), intent(inout) :: opt
+    integer, intent(in) :: k
+    real(real32), intent(inout), contiguous :: w(:)
+    real(real32), intent(in), contiguous :: g(:)
+    integer(int64), parameter :: PIECE = 1024
+    real(real64) :: wb(PIECE), gb(PIECE)
+    integer(int64) :: i0, m
+    ! (the pieces are independent: over the threads for a large tensor)
+    !$omp parallel do schedule(static) private(m, wb, gb) &
+    !$omp   if (size(w, kind=int64) >= PARALLEL_PIECES .and. .not. omp_in_parallel())
+    do i0 = 1, size(w, kind=int64), PIECE
+      m = min(PIECE, size(w, kind=int64) - i0 + 1)
+      call copy_r32_r64(m, w(i0:i0 + m - 1), wb)
+      call copy_r32_r64(m, g(i0:i0 + m - 1), gb)
+      call optimizer_update(opt, k, i0, wb(1:m), gb(1:m))
+      call copy_r64_r32(m, wb, w(i0:i0 + m - 1))
+    end do
+    !$omp end parallel do
+  end subroutine update_in_pieces_r32
+
+  subroutine update_in_pieces_r64(opt, k, w, g)
+    type(fkb_optimizer_t), intent(inout) :: opt
+    integer, intent(in) :: k
+    real(real64), intent(inout), contiguous :: w(:)
+    real(real64), intent(in), contiguous :: g(:)
+    integer(int64), parameter :: PIECE = 1024
+    real(real64) :: gb(PIECE)
+    integer(int64) :: i0, m
+    !$omp parallel do schedule(static) private(m, gb) &
+    !$omp   if (size(w, kind=int64) >= PARALLEL_PIECES .and. .not. omp_in_parallel())
+    do i0 = 1, size(w, kind=int64), PIECE
+      m = min(PIECE, size(w, kind=int64) - i0 + 1)
+      call copy_r64_r64(m, g(i0:i0 + m - 1), gb)   ! (the rules may overwrite g)
+      call optimizer_update(opt, k, i0, w(i0:i0 + m - 1), gb(1:m))
+    end do
+    !$omp end parallel do
+  end subroutine update_in_pieces_r64
+
+  logical function all_finite_r32(values)
+    ! (a count, not all(): gfortran compiles all() to a scalar loop with an early exit)
+    real(real32), intent(in), contiguous :: values(:)
+    all_finite_r32 = count(.not. (abs(values) <= huge(values))) == 0
+  end function all_finite_r32
+
+  logical function all_finite_r64(values)
+    ! (a count, not all(): gfortran compiles all() to a scalar loop with an early exit)
+    real(real64), intent(in), contiguous :: values(:)
+    all_finite_r64 = count(.not. (abs(values) <= huge(values))) == 0
+  end function all_finite_r64
 
   ! Copies between a network's tensors and the optimizer's double slots, as loops over plain
   ! arrays (assignments through the trainer's pointers compiled to scalar, strided code).

@@ -6,6 +6,7 @@ module fkb_layer_activation
   use fkb_config, only: fkb_config_t, real_text
   use fkb_layer, only: fkb_layer_t
   use fkb_tensor, only: fkb_tensor_t
+  use omp_lib, only: omp_in_parallel, omp_get_max_threads
   use fkb_activation, only: fkb_activation_t, read_activation, write_activation, &
                             apply_activation, activation_backward, ACT_RELU_GENERAL, ACT_LEAKY_RELU, ACT_ELU, &
                             ACT_SOFTMAX
@@ -103,16 +104,46 @@ contains
     class(fkb_activation_layer_t), intent(in) :: self
     real(real32), intent(in), contiguous :: x(:, :)
     real(real32), intent(inout), contiguous :: y(:, :)
-    y = x
-    call apply_activation(self%act, self%n_out, size(y, 2, kind=int64), y)
+    integer(int64) :: m, n, t, nt, j0, j1
+    m = self%n_out
+    n = size(y, 2, kind=int64)
+    nt = share_count(m * n)
+    if (nt > 1) then
+      !$omp parallel do schedule(static) private(j0, j1) num_threads(nt)
+      do t = 0, nt - 1
+        j0 = n * t / nt + 1
+        j1 = n * (t + 1) / nt
+        y(:, j0:j1) = x(:, j0:j1)
+        call apply_activation(self%act, m, j1 - j0 + 1, y(:, j0:j1))
+      end do
+      !$omp end parallel do
+    else
+      y = x
+      call apply_activation(self%act, m, n, y)
+    end if
   end subroutine act_forward_r32
 
   subroutine act_forward_r64(self, x, y)
     class(fkb_activation_layer_t), intent(in) :: self
     real(real64), intent(in), contiguous :: x(:, :)
     real(real64), intent(inout), contiguous :: y(:, :)
-    y = x
-    call apply_activation(self%act, self%n_out, size(y, 2, kind=int64), y)
+    integer(int64) :: m, n, t, nt, j0, j1
+    m = self%n_out
+    n = size(y, 2, kind=int64)
+    nt = share_count(m * n)
+    if (nt > 1) then
+      !$omp parallel do schedule(static) private(j0, j1) num_threads(nt)
+      do t = 0, nt - 1
+        j0 = n * t / nt + 1
+        j1 = n * (t + 1) / nt
+        y(:, j0:j1) = x(:, j0:j1)
+        call apply_activation(self%act, m, j1 - j0 + 1, y(:, j0:j1))
+      end do
+      !$omp end parallel do
+    else
+      y = x
+      call apply_activation(self%act, m, n, y)
+    end if
   end subroutine act_forward_r64
 
   logical function act_supports_training(self)
@@ -126,10 +157,25 @@ contains
     real(real32), intent(inout), contiguous :: dy(:, :), dx(:, :)
     type(fkb_tensor_t), intent(inout) :: grads(:)
     logical, intent(in) :: need_dx, dz_given
+    integer(int64) :: m, n, t, nt, j0, j1
     if (.not. need_dx) return
-    if (.not. dz_given) call activation_backward(self%act, self%n_out, size(x, 2, kind=int64), &
-                                                 x, y, dy)
-    dx = dy
+    m = self%n_out
+    n = size(x, 2, kind=int64)
+    nt = share_count(m * n)
+    if (nt > 1) then
+      !$omp parallel do schedule(static) private(j0, j1) num_threads(nt)
+      do t = 0, nt - 1
+        j0 = n * t / nt + 1
+        j1 = n * (t + 1) / nt
+        if (.not. dz_given) call activation_backward(self%act, m, j1 - j0 + 1, x(:, j0:j1), &
+                                                     y(:, j0:j1), dy(:, j0:j1))
+        dx(:, j0:j1) = dy(:, j0:j1)
+      end do
+      !$omp end parallel do
+    else
+      if (.not. dz_given) call activation_backward(self%act, m, n, x, y, dy)
+      dx = dy
+    end if
   end subroutine act_backward_r32
 
   subroutine act_backward_r64(self, x, y, cache, dy, dx, grads, need_dx, dz_given)
@@ -138,10 +184,36 @@ contains
     real(real64), intent(inout), contiguous :: dy(:, :), dx(:, :)
     type(fkb_tensor_t), intent(inout) :: grads(:)
     logical, intent(in) :: need_dx, dz_given
+    integer(int64) :: m, n, t, nt, j0, j1
     if (.not. need_dx) return
-    if (.not. dz_given) call activation_backward(self%act, self%n_out, size(x, 2, kind=int64), &
-                                                 x, y, dy)
-    dx = dy
+    m = self%n_out
+    n = size(x, 2, kind=int64)
+    nt = share_count(m * n)
+    if (nt > 1) then
+      !$omp parallel do schedule(static) private(j0, j1) num_threads(nt)
+      do t = 0, nt - 1
+        j0 = n * t / nt + 1
+        j1 = n * (t + 1) / nt
+        if (.not. dz_given) call activation_backward(self%act, m, j1 - j0 + 1, x(:, j0:j1), &
+                                                     y(:, j0:j1), dy(:, j0:j1))
+        dx(:, j0:j1) = dy(:, j0:j1)
+      end do
+      !$omp end parallel do
+    else
+      if (.not. dz_given) call activation_backward(self%act, m, n, x, y, dy)
+      dx = dy
+    end if
   end subroutine act_backward_r64
+
+  integer(int64) function share_count(elements) result(nt)
+    !! Threads to split a pass over this many elements across the batch: all of them from
+    !! 2^16 elements (tens of us of work, more than waking a thread), else 1; 1 inside a
+    !! parallel region (the executor may already split the batch).
+    integer(int64), intent(in) :: elements
+    nt = 1
+    if (elements < 2_int64**16) return
+    if (omp_in_parallel()) return
+    nt = max(1, omp_get_max_threads())
+  end function share_count
 
 end module fkb_layer_activation

@@ -14,6 +14,9 @@ module fkb_layer_dense
   private
   public :: fkb_dense_t
 
+  interface linear_forward
+    module procedure linear_forward_r32, linear_forward_r64
+  end interface linear_forward
   interface column_sum
     module procedure column_sum_r32, column_sum_r64
   end interface column_sum
@@ -155,31 +158,26 @@ contains
   end function dense_supports_training
 
   integer(int64) function dense_cache_size(self)
+    !! z = W x + b for the activation's derivative; a linear Dense needs none (y is z).
     class(fkb_dense_t), intent(in) :: self
-    dense_cache_size = self%n_out
+    dense_cache_size = merge(0_int64, self%n_out, self%act%id == ACT_LINEAR)
   end function dense_cache_size
 
   subroutine dense_train_forward_r32(self, x, y, cache, key)
-    ! z = W x + b kept in the cache, y = act(z).
+    ! z = W x + b kept in the cache (unless linear: y is z), y = act(z).
     class(fkb_dense_t), intent(in) :: self
     real(real32), intent(in), contiguous :: x(:, :)
     real(real32), intent(inout), contiguous :: y(:, :), cache(:, :)
     integer(int64), intent(in) :: key
-    type(fkb_activation_t) :: linear
     integer(int64) :: n
     n = size(x, 2, kind=int64)
-    if (self%use_bias) then
-      ! the bias added in registers where FKB's kernels run
-      if (.not. fused_gemm(self%n_out, n, self%n_in, self%params(1)%r32, x, cache, FUSED_NONE, &
-                           0.0_real64, .true., self%params(2)%r32)) then
-        call gemm(self%n_out, n, self%n_in, self%params(1)%r32, x, cache)
-        call bias_activation(linear, self%n_out, n, cache, self%params(2)%r32)
-      end if
+    if (self%act%id == ACT_LINEAR) then
+      call linear_forward(self, n, x, y)
     else
-      call gemm(self%n_out, n, self%n_in, self%params(1)%r32, x, cache)
+      call linear_forward(self, n, x, cache)
+      y = cache
+      call apply_activation(self%act, self%n_out, n, y)
     end if
-    y = cache
-    call apply_activation(self%act, self%n_out, n, y)
   end subroutine dense_train_forward_r32
 
   subroutine dense_backward_r32(self, x, y, cache, dy, dx, grads, need_dx, dz_given)
@@ -190,7 +188,8 @@ contains
     logical, intent(in) :: need_dx, dz_given
     integer(int64) :: n
     n = size(x, 2, kind=int64)
-    if (.not. dz_given) call activation_backward(self%act, self%n_out, n, cache, y, dy)
+    if (.not. dz_given .and. self%act%id /= ACT_LINEAR) &
+      call activation_backward(self%act, self%n_out, n, cache, y, dy)
     ! dW (n_out, n_in) = dz . x^T: the layout of the kernel tensor (Keras (n_in, units), C order)
     call gemm_nt(self%n_out, self%n_in, n, dy, x, grads(1)%r32, 0.0_real32)
     if (self%use_bias) call column_sum(self%n_out, n, dy, grads(2)%r32)
@@ -198,26 +197,20 @@ contains
   end subroutine dense_backward_r32
 
   subroutine dense_train_forward_r64(self, x, y, cache, key)
-    ! z = W x + b kept in the cache, y = act(z).
+    ! z = W x + b kept in the cache (unless linear: y is z), y = act(z).
     class(fkb_dense_t), intent(in) :: self
     real(real64), intent(in), contiguous :: x(:, :)
     real(real64), intent(inout), contiguous :: y(:, :), cache(:, :)
     integer(int64), intent(in) :: key
-    type(fkb_activation_t) :: linear
     integer(int64) :: n
     n = size(x, 2, kind=int64)
-    if (self%use_bias) then
-      ! the bias added in registers where FKB's kernels run
-      if (.not. fused_gemm(self%n_out, n, self%n_in, self%params(1)%r64, x, cache, FUSED_NONE, &
-                           0.0_real64, .true., self%params(2)%r64)) then
-        call gemm(self%n_out, n, self%n_in, self%params(1)%r64, x, cache)
-        call bias_activation(linear, self%n_out, n, cache, self%params(2)%r64)
-      end if
+    if (self%act%id == ACT_LINEAR) then
+      call linear_forward(self, n, x, y)
     else
-      call gemm(self%n_out, n, self%n_in, self%params(1)%r64, x, cache)
+      call linear_forward(self, n, x, cache)
+      y = cache
+      call apply_activation(self%act, self%n_out, n, y)
     end if
-    y = cache
-    call apply_activation(self%act, self%n_out, n, y)
   end subroutine dense_train_forward_r64
 
   subroutine dense_backward_r64(self, x, y, cache, dy, dx, grads, need_dx, dz_given)
@@ -228,12 +221,49 @@ contains
     logical, intent(in) :: need_dx, dz_given
     integer(int64) :: n
     n = size(x, 2, kind=int64)
-    if (.not. dz_given) call activation_backward(self%act, self%n_out, n, cache, y, dy)
+    if (.not. dz_given .and. self%act%id /= ACT_LINEAR) &
+      call activation_backward(self%act, self%n_out, n, cache, y, dy)
     ! dW (n_out, n_in) = dz . x^T: the layout of the kernel tensor (Keras (n_in, units), C order)
     call gemm_nt(self%n_out, self%n_in, n, dy, x, grads(1)%r64, 0.0_real64)
     if (self%use_bias) call column_sum(self%n_out, n, dy, grads(2)%r64)
     if (need_dx) call gemm_tn(self%n_in, n, self%n_out, self%params(1)%r64, dy, dx)
   end subroutine dense_backward_r64
+
+  subroutine linear_forward_r32(self, n, x, z)
+    ! z = W x + b, the bias added in registers where FKB's kernels run.
+    class(fkb_dense_t), intent(in) :: self
+    integer(int64), intent(in) :: n
+    real(real32), intent(in), contiguous :: x(:, :)
+    real(real32), intent(inout), contiguous :: z(:, :)
+    type(fkb_activation_t) :: linear
+    if (self%use_bias) then
+      if (.not. fused_gemm(self%n_out, n, self%n_in, self%params(1)%r32, x, z, FUSED_NONE, &
+                           0.0_real64, .true., self%params(2)%r32)) then
+        call gemm(self%n_out, n, self%n_in, self%params(1)%r32, x, z)
+        call bias_activation(linear, self%n_out, n, z, self%params(2)%r32)
+      end if
+    else
+      call gemm(self%n_out, n, self%n_in, self%params(1)%r32, x, z)
+    end if
+  end subroutine linear_forward_r32
+
+  subroutine linear_forward_r64(self, n, x, z)
+    ! z = W x + b, the bias added in registers where FKB's kernels run.
+    class(fkb_dense_t), intent(in) :: self
+    integer(int64), intent(in) :: n
+    real(real64), intent(in), contiguous :: x(:, :)
+    real(real64), intent(inout), contiguous :: z(:, :)
+    type(fkb_activation_t) :: linear
+    if (self%use_bias) then
+      if (.not. fused_gemm(self%n_out, n, self%n_in, self%params(1)%r64, x, z, FUSED_NONE, &
+                           0.0_real64, .true., self%params(2)%r64)) then
+        call gemm(self%n_out, n, self%n_in, self%params(1)%r64, x, z)
+        call bias_activation(linear, self%n_out, n, z, self%params(2)%r64)
+      end if
+    else
+      call gemm(self%n_out, n, self%n_in, self%params(1)%r64, x, z)
+    end if
+  end subroutine linear_forward_r64
 
   ! The bias gradient, sum(dy, dim=2) in the same order, column by column (gfortran's sum
   ! over dim 2 strides across the rows).
