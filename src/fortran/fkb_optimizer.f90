@@ -41,6 +41,7 @@ module fkb_optimizer
     integer(int64) :: iterations = 0
     real(real64) :: u_product = 1        !! Nadam's running product of momentum factors
     real(real64) :: step_lr = 0, step_t = 0   !! the step under way (optimizer_begin)
+    real(real64) :: step_alpha = 0           !! Adam's step size with bias corrections
     ! Learning-rate schedule (Keras' ExponentialDecay, PiecewiseConstantDecay, CosineDecay),
     ! evaluated at the step count before the update, as Keras does.
     character(len=:), allocatable :: schedule
@@ -196,13 +197,18 @@ contains
     !! (in any pieces), then optimizer_end.
     type(fkb_optimizer_t), intent(inout) :: opt
     integer(int64), intent(in) :: sizes(:)
-    real(real64) :: u_t
+    real(real64) :: u_t, b1p, b2p
     if (.not. allocated(opt%slots)) call init_slots(opt, sizes)
     opt%step_lr = learning_rate_at(opt, opt%iterations)
     opt%step_t = real(opt%iterations + 1, real64)
     if (opt%id == OPT_NADAM) then
       u_t = opt%beta_1 * (1 - 0.5_real64 * 0.96_real64**opt%step_t)
       opt%u_product = opt%u_product * u_t
+    end if
+    if (opt%id == OPT_ADAM .or. opt%id == OPT_ADAMW) then
+      b1p = f32(opt%beta_1)**opt%step_t        ! Keras: float32 (optimizers/adam.py)
+      b2p = f32(opt%beta_2)**opt%step_t
+      opt%step_alpha = opt%step_lr * sqrt(1 - b2p) / (1 - b1p)
     end if
   end subroutine optimizer_begin
 
@@ -220,7 +226,7 @@ contains
     integer, intent(in) :: k
     integer(int64), intent(in) :: i0
     real(real64), intent(inout), contiguous :: w(:), g(:)
-    real(real64) :: lr, t, b1p, b2p, alpha, u_t, u_t1, up, up1
+    real(real64) :: lr, t, b2p, alpha, u_t, u_t1, up, up1
     integer(int64) :: n, i1
     n = size(w, kind=int64)
     i1 = i0 + n - 1
@@ -239,9 +245,7 @@ contains
         call sgd_rule(n, w, g, s%m(i0:i1), lr, f32(opt%momentum), opt%momentum /= 0, &
                       opt%nesterov)
       case (OPT_ADAM, OPT_ADAMW)
-        b1p = f32(opt%beta_1)**t                ! Keras: float32 (optimizers/adam.py)
-        b2p = f32(opt%beta_2)**t
-        alpha = lr * sqrt(1 - b2p) / (1 - b1p)
+        alpha = opt%step_alpha
         call adam_rule(n, w, g, s%m(i0:i1), s%v(i0:i1), s%vhat(i0:i1), 1 - opt%beta_1, &
                        1 - opt%beta_2, alpha, opt%epsilon, opt%amsgrad)
       case (OPT_RMSPROP)
