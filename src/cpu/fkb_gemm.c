@@ -9,6 +9,11 @@
  * multiply-adds, so a sample's result does not depend on the batch size or the thread count;
  * the AVX-512 and AVX2 kernels compute the same chains, so they give the same bits too.
  *
+ * A training step's backward products use the same tiles: dW = dz . x^T reads the samples x
+ * transposed (the BT tiles: each step broadcasts 12 consecutive values of one row of x), and
+ * dx = W^T . dz first transposes W into a per-thread buffer (a few percent of the product) and
+ * then runs the forward kernel, so the whole step runs on one thread pool (OpenMP).
+ *
  * Compiled through target attributes, whatever flags the library is built with;
  * fkb_cpu_gemm_available() says at run time whether this CPU can run them. FKB_GEMM=blas in
  * the environment turns them off, FKB_GEMM=avx2 keeps to the AVX2 kernels (to test them on an
