@@ -38,6 +38,10 @@
 /* Bytes of a block of weights kept in L2 while the column tiles pass (half of a 1 MiB L2,
  * the rest for the samples and the results). */
 #define FKB_CPU_L2_WEIGHTS (512 * 1024)
+#ifndef FKB_CPU_PACK_MIN_TILES
+/* A block of weights is packed when at least this many column tiles read it. */
+#define FKB_CPU_PACK_MIN_TILES 2
+#endif
 
 #define FKB_PASTE_(a, b) a##b
 #define FKB_PASTE(a, b) FKB_PASTE_(a, b)
@@ -48,6 +52,45 @@
 #define FKB_REP18(X) FKB_REP12(X) X(12) X(13) X(14) X(15) X(16) X(17)
 #define FKB_REP12_N(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12)
 #define FKB_REP18_N(X) FKB_REP12_N(X) X(13) X(14) X(15) X(16) X(17) X(18)
+
+/* Grow-only buffers per thread, freed when the thread ends: the transposed weights of
+ * gemm_tn and the packed row blocks of gemm (a training step or a predict needs them every
+ * layer; allocating each time would be a malloc in the hot loop). 64-byte aligned. NULL if
+ * the memory cannot be had (callers then go without). */
+enum { FKB_WS_TRANSPOSE = 0, FKB_WS_PACK = 1, FKB_WS_SLOTS = 2 };
+typedef struct { void *p[FKB_WS_SLOTS]; size_t bytes[FKB_WS_SLOTS]; } fkb_workspace;
+static pthread_key_t workspace_key;
+static pthread_once_t workspace_once = PTHREAD_ONCE_INIT;
+static int workspace_ok;
+static void workspace_free(void *v)
+{
+    fkb_workspace *w = v;
+    for (int s = 0; s < FKB_WS_SLOTS; s++) free(w->p[s]);
+    free(w);
+}
+static void workspace_init(void) { workspace_ok = pthread_key_create(&workspace_key, workspace_free) == 0; }
+static void *workspace(int slot, size_t bytes)
+{
+    fkb_workspace *w;
+    pthread_once(&workspace_once, workspace_init);
+    if (!workspace_ok) return NULL;
+    w = pthread_getspecific(workspace_key);
+    if (!w) {
+        if (!(w = calloc(1, sizeof *w))) return NULL;
+        if (pthread_setspecific(workspace_key, w) != 0) {
+            free(w);
+            return NULL;
+        }
+    }
+    if (w->bytes[slot] < bytes) {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+        free(w->p[slot]);
+        w->p[slot] = p;
+        w->bytes[slot] = bytes;
+    }
+    return w->p[slot];
+}
 
 /* ---- AVX-512F: 32 registers of 16 floats / 8 doubles, mask registers ---------------------- */
 #define TARGET __attribute__((target("avx512f")))
@@ -196,43 +239,6 @@ int fkb_cpu_dgemm(int64_t m, int64_t n, int64_t k, const double *a, const double
     }
 }
 
-/* A grow-only buffer per thread for the transposed weights of gemm_tn, freed when the thread
- * ends (a training step needs it every layer; allocating each time would be a malloc in the
- * step's hot loop). NULL if the memory cannot be had. */
-typedef struct { void *p; size_t bytes; } fkb_workspace;
-static pthread_key_t workspace_key;
-static pthread_once_t workspace_once = PTHREAD_ONCE_INIT;
-static int workspace_ok;
-static void workspace_free(void *v)
-{
-    fkb_workspace *w = v;
-    free(w->p);
-    free(w);
-}
-static void workspace_init(void) { workspace_ok = pthread_key_create(&workspace_key, workspace_free) == 0; }
-static void *workspace(size_t bytes)
-{
-    fkb_workspace *w;
-    pthread_once(&workspace_once, workspace_init);
-    if (!workspace_ok) return NULL;
-    w = pthread_getspecific(workspace_key);
-    if (!w) {
-        if (!(w = calloc(1, sizeof *w))) return NULL;
-        if (pthread_setspecific(workspace_key, w) != 0) {
-            free(w);
-            return NULL;
-        }
-    }
-    if (w->bytes < bytes) {
-        void *p = malloc(bytes);
-        if (!p) return NULL;
-        free(w->p);
-        w->p = p;
-        w->bytes = bytes;
-    }
-    return w->p;
-}
-
 int fkb_cpu_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, const float *b,
                      float *c, int threaded)
 {
@@ -260,7 +266,7 @@ int fkb_cpu_sgemm_tn(int64_t m, int64_t n, int64_t k, const float *a, const floa
     float *at;
     if (level == 0 || k <= 0) return -1;  /* (k = 0: BLAS writes the zeros) */
     if (m <= 0 || n <= 0) return 0;
-    if (!(at = workspace((size_t)m * (size_t)k * sizeof *at))) return -1;
+    if (!(at = workspace(FKB_WS_TRANSPOSE, (size_t)m * (size_t)k * sizeof *at))) return -1;
     if (level == 2) {
         s512_transpose(k, m, a, at);
         s512_gemm(m, n, k, at, b, 0, c, 0, 0, 0.0, threaded);
@@ -278,7 +284,7 @@ int fkb_cpu_dgemm_tn(int64_t m, int64_t n, int64_t k, const double *a, const dou
     double *at;
     if (level == 0 || k <= 0) return -1;  /* (k = 0: BLAS writes the zeros) */
     if (m <= 0 || n <= 0) return 0;
-    if (!(at = workspace((size_t)m * (size_t)k * sizeof *at))) return -1;
+    if (!(at = workspace(FKB_WS_TRANSPOSE, (size_t)m * (size_t)k * sizeof *at))) return -1;
     if (level == 2) {
         d512_transpose(k, m, a, at);
         d512_gemm(m, n, k, at, b, 0, c, 0, 0, 0.0, threaded);

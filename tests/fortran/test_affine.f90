@@ -5,7 +5,8 @@
 !!     activation's own rounding (reference() below), over shapes that exercise every register-tile remainder
 !!     (rows mod 32, columns mod 12, k = 1; the first and last 13 samples of each batch), with
 !!     and without bias, linear / relu / leaky_relu
-!!     (fused in the kernel) and tanh / softmax (applied to blocks afterwards);
+!!     (fused in the kernel) and tanh / softmax (applied to blocks afterwards), and on weights
+!!     large enough for the kernels to pack their row blocks;
 !!  2. a sample's result does not depend on its batch: each column equals the product of that
 !!     column alone (the single-sample path) and of a batch cut differently, bit for bit;
 !!  3. NaN in a sample stays in that sample and reaches its outputs through ReLU / LeakyReLU;
@@ -21,6 +22,8 @@ program test_affine
   integer, parameter :: MS(8) = [1, 15, 16, 17, 33, 65, 256, 300]
   integer, parameter :: NS(8) = [1, 2, 11, 12, 13, 25, 130, 257]
   integer, parameter :: KS(3) = [1, 5, 94]
+  integer, parameter :: MS_PACKED(2) = [700, 1040], NS_PACKED(2) = [25, 130]
+  integer(int64), parameter :: K_PACKED = 300
   character(len=*), parameter :: ACTS(5) = [character(len=10) :: 'linear', 'relu', &
                                             'leaky_relu', 'tanh', 'softmax']
   integer :: im, in, ik, ia, ib
@@ -38,6 +41,19 @@ program test_affine
           end do
         end do
       end do
+    end do
+  end do
+  ! Weights beyond half of L2 (512 KiB) with several column tiles: the kernels pack blocks of
+  ! rows into a contiguous buffer first; the last block ends in an edge panel (1040 float64:
+  ! in whole panels; 700: rows mod 32 = 28, float64 rows mod 16 = 12) or a half one (1040
+  ! float32: 16 rows).
+  do im = 1, size(MS_PACKED)
+    do in = 1, size(NS_PACKED)
+      call case32('relu', .true., int(MS_PACKED(im), int64), int(NS_PACKED(in), int64), K_PACKED)
+      call case64('leaky_relu', .true., int(MS_PACKED(im), int64), int(NS_PACKED(in), int64), &
+                  K_PACKED)
+      call case32('linear', .false., int(MS_PACKED(im), int64), int(NS_PACKED(in), int64), &
+                  K_PACKED)
     end do
   end do
   call nan_case32()

@@ -4,7 +4,8 @@
 !!  1. accuracy against real128: every element within the rounding-error bound of a length-k
 !!     dot product, gamma_k * sum_p |a(i,p) b(p,j)| (atol 0, so an element off by more than
 !!     rounding fails), over shapes that exercise every register-tile remainder (rows mod 32,
-!!     columns mod 12, one column, k = 1) for both precisions;
+!!     columns mod 12, one column, k = 1) for both precisions, and on operands large enough
+!!     for the kernels to pack their row blocks;
 !!  2. dW's columns do not depend on the batch split: the gradient of a batch equals the sum
 !!     of the gradients of its halves to rounding (a kernel that skipped or double-counted
 !!     samples of a tile would fail);
@@ -29,6 +30,12 @@ program test_backward_products
       end do
     end do
   end do
+  ! Operands beyond half of L2 (512 KiB), several column tiles: the kernels pack row blocks
+  ! (dz for gemm_nt, the transposed W for gemm_tn), ending in edge panels
+  call case32(700_int64, 25_int64, 300_int64)
+  call case64(700_int64, 25_int64, 300_int64)
+  call case32(1040_int64, 30_int64, 300_int64)
+  call case64(1040_int64, 30_int64, 300_int64)
   call split_case()
   call finish()
 
