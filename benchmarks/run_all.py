@@ -840,12 +840,12 @@ def main() -> int:
     cfg.square = 1024
     cfg.train = not a.no_train
     workers = a.systems.split(",") if a.systems else list(WORKERS)
-    cfg.systems_run = [s for w in workers for s in WORKERS[w]]
     cfg.models = a.models.split(",") if a.models else list(MODELS)
     bad = [m for m in cfg.models if m not in MODELS] + [w for w in workers if w not in WORKERS]
     if bad:
         sys.exit(f"unknown model(s)/system(s): {', '.join(bad)} (models: {', '.join(MODELS)}; "
                  f"systems: {', '.join(WORKERS)})")
+    cfg.systems_run = [s for w in workers for s in WORKERS[w]]
 
     prefix = pathlib.Path(a.prefix).resolve()
     work = pathlib.Path(a.work).resolve()
