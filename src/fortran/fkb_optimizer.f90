@@ -14,11 +14,13 @@ module fkb_optimizer
   use fkb_errors, only: FKB_OK, FKB_ERR_UNSUPPORTED, FKB_ERR_ARGUMENT, set_error
   use fkb_config, only: fkb_config_t, real_text, int_text
   use fkb_text, only: string_t, split_fields
-  use fkb_optimizer_rules, only: sgd_rule, adam_rule, rmsprop_rule, adagrad_rule, nadam_rule
+  use fkb_optimizer_rules, only: sgd_rule, adam_rule, adam_rule_r32, rmsprop_rule, adagrad_rule, &
+                                 nadam_rule
   implicit none
   private
   public :: fkb_optimizer_t, slot_t, parse_optimizer, optimizer_step, learning_rate_at
-  public :: clips, optimizer_begin, optimizer_update, optimizer_end
+  public :: clips, optimizer_begin, optimizer_update, optimizer_end, updates_r32, &
+            optimizer_update_r32
 
   enum, bind(c)
     enumerator :: OPT_SGD = 1, OPT_ADAM, OPT_ADAMW, OPT_RMSPROP, OPT_ADAGRAD, OPT_NADAM
@@ -268,6 +270,32 @@ contains
       end select
     end associate
   end subroutine optimizer_update
+
+  logical function updates_r32(opt)
+    !! Whether optimizer_update_r32 takes this optimizer's float32 variables directly (Adam,
+    !! AdamW); otherwise a trainer passes them to optimizer_update widened to double.
+    type(fkb_optimizer_t), intent(in) :: opt
+    updates_r32 = opt%id == OPT_ADAM .or. opt%id == OPT_ADAMW
+  end function updates_r32
+
+  subroutine optimizer_update_r32(opt, k, i0, w, g)
+    !! optimizer_update for float32 weights and gradients where updates_r32(opt): the same
+    !! arithmetic on each element, widened to double inside the rule.
+    type(fkb_optimizer_t), intent(inout), target :: opt
+    integer, intent(in) :: k
+    integer(int64), intent(in) :: i0
+    real(real32), intent(inout), contiguous :: w(:)
+    real(real32), intent(in), contiguous :: g(:)
+    integer(int64) :: n, i1
+    n = size(w, kind=int64)
+    i1 = i0 + n - 1
+    associate (s => opt%slots(k))
+      ! weight decay as in optimizer_update (Keras: float32, the decay factor)
+      call adam_rule_r32(n, w, g, s%m(i0:i1), s%v(i0:i1), s%vhat(i0:i1), &
+                         [f32(opt%weight_decay), opt%step_lr], 1 - opt%beta_1, &
+                         1 - opt%beta_2, opt%step_alpha, opt%epsilon, opt%amsgrad)
+    end associate
+  end subroutine optimizer_update_r32
 
   subroutine read_learning_rate(cfg, opt, default, stat, msg)
     ! learning_rate=NUMBER, or learning_rate=SCHEDULE with the schedule's Keras arguments:

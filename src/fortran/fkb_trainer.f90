@@ -34,7 +34,8 @@ module fkb_trainer
   use fkb_loss, only: fkb_loss_t, parse_loss, loss_and_gradient, LOSS_BCE, LOSS_CCE, &
                       LOSS_SPARSE_CCE
   use fkb_optimizer, only: fkb_optimizer_t, slot_t, parse_optimizer, optimizer_step, clips, &
-                           optimizer_begin, optimizer_update, optimizer_end
+                           optimizer_begin, optimizer_update, optimizer_end, updates_r32, &
+                           optimizer_update_r32
   use fkb_activation, only: ACT_SOFTMAX
   use fkb_layer, only: fkb_layer_t, view32_t, view64_t
   use fkb_layer_dense, only: fkb_dense_t
@@ -685,11 +686,17 @@ contains
     integer(int64), parameter :: PIECE = 1024
     real(real64) :: wb(PIECE), gb(PIECE)
     integer(int64) :: i0, m
+    logical :: direct
+    direct = updates_r32(opt)   ! (Adam: widened inside the rule instead)
     ! (the pieces are independent: over the threads for a large tensor)
     !$omp parallel do schedule(static) private(m, wb, gb) &
     !$omp   if (size(w, kind=int64) >= PARALLEL_PIECES .and. .not. omp_in_parallel())
     do i0 = 1, size(w, kind=int64), PIECE
       m = min(PIECE, size(w, kind=int64) - i0 + 1)
+      if (direct) then
+        call optimizer_update_r32(opt, k, i0, w(i0:i0 + m - 1), g(i0:i0 + m - 1))
+        cycle
+      end if
       call copy_r32_r64(m, w(i0:i0 + m - 1), wb)
       call copy_r32_r64(m, g(i0:i0 + m - 1), gb)
       call optimizer_update(opt, k, i0, wb(1:m), gb(1:m))
