@@ -269,8 +269,8 @@ contains
     if (predict_any /= FKB_OK) return
     rs => null()
     if (c_associated(state)) call c_f_pointer(state, rs)
-    msg = ''
-    ! One input and one output (the common case) go through fixed-size arrays: no allocation.
+    ! One input and one output (the common case) go through fixed-size arrays, and msg stays
+    ! unallocated unless there is an error: a steady-state call allocates nothing.
     if (f64) then
       if (n_in == 1 .and. n_out == 1) then
         call ref64(px(1), net%input_size(1), s64x(1))
@@ -302,7 +302,10 @@ contains
         call run32(r32x, r32y)
       end if
     end if
-    predict_any = finish(stat, msg)
+    if (stat /= FKB_OK) then
+      if (.not. allocated(msg)) msg = 'failed'
+      predict_any = finish(stat, msg)
+    end if
   contains
     subroutine ref32(p, r, ref)
       type(c_ptr), intent(in) :: p
@@ -564,8 +567,10 @@ contains
 
   function itoa(i) result(s)
     integer, intent(in) :: i
-    character(len=12) :: s
-    write (s, '(i0)') i
+    character(len=:), allocatable :: s
+    character(len=12) :: buf
+    write (buf, '(i0)') i
+    s = trim(buf)
   end function itoa
 
   integer(c_int) function c_network_compile_custom(handle, optimizer, fn, user) &

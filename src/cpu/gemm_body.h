@@ -81,6 +81,14 @@ FKB_WIDTHS(FKB_TILE_INSTANCE)
 typedef void (*NAME(tile_fn))(int64_t, const REAL *, int64_t, const REAL *, int64_t, REAL *,
                               int64_t, MASK, MASK, const REAL *, int, VEC);
 
+/* Clears the upper halves of the vector registers before returning to the callers, which are
+ * compiled without AVX. GCC inserts this itself at most exits, but not on every path out of a
+ * loop that calls the tiles through pointers with a vector argument (gcc 12: the gemv's loop
+ * exit skipped it). Legacy SSE code that then runs with the upper state dirty pays for it on
+ * some CPUs: about 250 ns per call on an Intel Xeon (family 6 model 207, KVM guest), which was
+ * most of a tiny network's predict (1.0 us -> see benchmarks/README.md); free on AMD Zen. */
+static inline __attribute__((always_inline)) TARGET void NAME(leave)(void) { _mm256_zeroupper(); }
+
 static inline MASK NAME(rows_mask)(int64_t rows)
 {
     return rows >= W ? MASK_ALL : rows <= 0 ? (MASK)0 : (MASK)((1u << rows) - 1u);
@@ -155,6 +163,7 @@ static TARGET void NAME(column_tile)(int64_t m, int64_t i0, int64_t i1, int nr, 
             done += width[s];
         }
     }
+    NAME(leave)();
 }
 
 /* The single-sample product: up to GV_MAX vectors of rows held in registers while the whole
@@ -231,6 +240,7 @@ static TARGET void NAME(gemv_rows)(int64_t m, int64_t i0, int64_t i1, int64_t k,
         const NAME(gemv_fn) fn = (f != all || l != all) ? masked[nv - 1] : panel[nv - 1];
         fn(k, a + i, lda, x, y + i, f, l, bias ? bias + i : 0, act, alpha);
     }
+    NAME(leave)();
 }
 
 /* y = act(a . x + bias) for one sample. Weights allocated by Fortran start 16 bytes past a

@@ -219,13 +219,15 @@ contains
     !! Number of inputs of the network (1 for a Sequential model; 0 before a load).
     class(fkb_network), intent(in) :: self
     net_input_count = 0
-    if (allocated(self%desc)) net_input_count = self%model%n_graph_inputs()
+    if (allocated(self%desc)) net_input_count = self%n_graph_in
   end function net_input_count
 
+  ! The counts and sizes come from io_rows, set at load: every predict through the C API asks
+  ! for them, and asking the model allocates its lists of values (two mallocs a query).
   integer function net_output_count(self)
     class(fkb_network), intent(in) :: self
     net_output_count = 0
-    if (allocated(self%desc)) net_output_count = size(self%model%output_values())
+    if (allocated(self%desc)) net_output_count = size(self%io_rows) - self%n_graph_in
   end function net_output_count
 
   integer(int64) function net_input_size(self, i)
@@ -233,18 +235,15 @@ contains
     class(fkb_network), intent(in) :: self
     integer, intent(in) :: i
     net_input_size = -1
-    if (i >= 1 .and. i <= self%input_count()) net_input_size = self%model%value_size(i)
+    if (i >= 1 .and. i <= self%input_count()) net_input_size = self%io_rows(i)
   end function net_input_size
 
   integer(int64) function net_output_size(self, i)
     !! Values per sample of output i (1-based), or -1 if there is no such output.
     class(fkb_network), intent(in) :: self
     integer, intent(in) :: i
-    integer, allocatable :: outs(:)
     net_output_size = -1
-    if (i < 1 .or. i > self%output_count()) return
-    outs = self%model%output_values()
-    net_output_size = self%model%value_size(outs(i))
+    if (i >= 1 .and. i <= self%output_count()) net_output_size = self%io_rows(self%n_graph_in + i)
   end function net_output_size
 
   function net_input_shape(self, i) result(shape)
