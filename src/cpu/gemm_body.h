@@ -86,7 +86,7 @@ typedef void (*NAME(tile_fn))(int64_t, const REAL *, int64_t, const REAL *, int6
  * loop that calls the tiles through pointers with a vector argument (gcc 12: the gemv's loop
  * exit skipped it). Legacy SSE code that then runs with the upper state dirty pays for it on
  * some CPUs: about 250 ns per call on an Intel Xeon (family 6 model 207, KVM guest), which was
- * most of a tiny network's predict (1.0 us -> see benchmarks/README.md); free on AMD Zen. */
+ * most of a tiny network's predict (1.0 -> 0.3 us; benchmarks/README.md, run F); free on AMD Zen. */
 static inline __attribute__((always_inline)) TARGET void NAME(leave)(void) { _mm256_zeroupper(); }
 
 static inline MASK NAME(rows_mask)(int64_t rows)
