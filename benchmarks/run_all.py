@@ -54,6 +54,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+import paired  # noqa: E402  (benchmarks/paired.py: the target ratios in alternating windows)
+
 HERE = pathlib.Path(__file__).resolve().parent
 SEED = 1234
 
@@ -489,6 +491,65 @@ def run_worker(cmd, env, timeout: float):
     return out, err, p.returncode, time.perf_counter() - t0
 
 
+def target_pairs(cfg, models, native: pathlib.Path, workers: list):
+    """The issue-7 ratios as paired.Pair objects, and the commands of their stream workers:
+    SPCAM-like float32 only. Returns (commands, pairs)."""
+    if ("spcam", "float32") not in models:
+        return {}, []
+    pcfg = argparse.Namespace(**vars(cfg))
+    pcfg.models, pcfg.dtypes = ["spcam"], ["float32"]
+    pcfg.budget, pcfg.min_samples = cfg.pair_budget, 3
+    t1, t2, big = cfg.threads[0], cfg.threads[-1], max(cfg.batches)
+    mid = 512 if 512 in cfg.batches else None
+    pcfg.batches = sorted({1, big} | ({mid} if mid else set()))
+    lines: dict = {}
+    commands: dict = {}
+    for w in ("fkb-fortran", "fkb-python", "ort", "keras", "loop"):
+        if w not in workers:
+            continue
+        for t in sorted(set(cfg.threads)):
+            if w == "loop" and t != t1:
+                continue
+            commands[(w, t)] = (worker_command(w, t, pathlib.Path("-"), native, pcfg), thread_env(t))
+            for lab, job in worker_jobs(w, t, pcfg, models):
+                if not lab.endswith("|0"):  # (not the load-time jobs)
+                    lines[(w, t, lab.split("|")[0], lab.split("|")[3])] = (
+                        json.dumps(dict(job, label=lab)) if isinstance(job, dict) else job)
+
+    def side(w, t, system, batch):
+        k = (w, t, system, str(batch))
+        return ((w, t), lines[k]) if k in lines else None
+
+    def peak(t):
+        out, _, _, _ = run_worker([str(native / "bench_peak")], thread_env(t), timeout=120)
+        for line in out.splitlines():
+            f = line.split()
+            if len(f) >= 3 and f[:2] == ["peak", "float32"]:
+                return float(f[2])
+        return float("nan")
+
+    fkb2 = side("fkb-fortran", t2, "fkb-fortran", big)
+    want = [
+        ("ort", side("ort", t2, "ort", big), fkb2, ()),
+        ("tf.function", side("keras", t2, "keras-tf.function", big), fkb2, ()),
+        ("loop", side("loop", t1, "loop", big), fkb2, ()),
+        ("single", side("fkb-fortran", t1, "fkb-fortran", 1), side("ort", t1, "ort", 1), ()),
+        ("single python", side("fkb-python", t1, "fkb-python", 1), side("ort", t1, "ort", 1), ()),
+    ]
+    if mid:
+        for t in cfg.threads:
+            want.append((f"flat {t}", side("fkb-fortran", t, "fkb-fortran", big),
+                         side("fkb-fortran", t, "fkb-fortran", mid), ()))
+    if t1 != t2:
+        want.append(("speed-up", side("fkb-fortran", t1, "fkb-fortran", big), fkb2,
+                     ((f"peak {t1}", lambda: peak(t1)), (f"peak {t2}", lambda: peak(t2)))))
+    for t in cfg.threads if cfg.train else []:
+        want.append((f"train {t}", side("keras", t, "keras-train", TRAIN_BATCH),
+                     side("fkb-python", t, "fkb-python-train", TRAIN_BATCH), ()))
+    pairs = [paired.Pair(n, a, b, x) for n, a, b, x in want if a and b]
+    return commands, pairs
+
+
 def run_for_rss(cmd, env, native: pathlib.Path, timeout: float):
     """Runs a worker under rss_run; returns its peak RSS in KiB (None if it failed)."""
     out, err, rc, _ = run_worker([str(native / "rss_run")] + cmd, env, timeout)
@@ -522,7 +583,65 @@ def ratio(v):
     return "—" if v is None else (f"{v:.2f}×" if v < 10 else f"{v:.0f}×")
 
 
-def make_report(cfg, meta, results, failures, models, rss) -> tuple[str, dict]:
+def paired_section(cfg, pair_results: dict, summary: dict) -> list:
+    """The report's table of the target ratios measured in alternating windows (paired.py);
+    adds them to summary as 'paired: NAME'."""
+    t1, t2, big = cfg.threads[0], cfg.threads[-1], max(cfg.batches)
+    mid = 512 if 512 in cfg.batches else None
+    goals = {  # name: (what, goal text, test, scale of a/b, unit and batch of each side)
+        "ort": (f"SPCAM-like, batch {big}, {t2} threads: FKB-Fortran throughput / ORT's",
+                "≥ 1.0×", lambda v: v >= 1.0, 1.0, ("ORT", "FKB", big)),
+        "tf.function": ("… / Keras tf.function", "≥ 3×", lambda v: v >= 3, 1.0,
+                        ("tf.function", "FKB", big)),
+        "loop": ("… / per-sample loop (1 thread)", "≥ 15×", lambda v: v >= 15, 1.0,
+                 ("loop", "FKB", big)),
+        "single": (f"SPCAM-like, single sample, {t1} thread: FKB-Fortran latency / ORT's",
+                   "≤ 0.5×", lambda v: v <= 0.5, 1.0, ("FKB-Fortran", "ORT", 1)),
+        "single python": ("… FKB-Python latency / ORT's", "≤ 0.5×", lambda v: v <= 0.5, 1.0,
+                          ("FKB-Python", "ORT", 1)),
+        "speed-up": (f"SPCAM-like, batch {big}: FKB-Fortran {t2} threads speed-up over {t1}",
+                     "≥ 1.7×", lambda v: v >= 1.7, 1.0, (f"{t1} thr", f"{t2} thr", big)),
+    }
+    for t in cfg.threads:
+        if mid:
+            goals[f"flat {t}"] = (f"SPCAM-like, {t} thread(s): time/sample at {big} ÷ at {mid}",
+                                  "0.8–1.2×", lambda v: 0.8 <= v <= 1.2, mid / big,
+                                  (str(big), str(mid), None))
+        goals[f"train {t}"] = (f"training, Adam, batch {TRAIN_BATCH}, {t} thread(s): FKB-Python / "
+                               "Keras' throughput", "≥ 1.5×", lambda v: v >= 1.5, 1.0,
+                               ("Keras", "FKB", TRAIN_BATCH))
+    L = [f"## Issue 7 targets in paired windows ({cfg.pair_windows} per ratio)", "",
+         "Both sides of each ratio kept alive as worker processes and timed alternately "
+         f"(A B, B A, …; ≥ {cfg.pair_budget:g} s each), so that every window's ratio compares them "
+         "in the same stretch of time; the median over windows is the figure (range: lowest and "
+         "highest window). On a shared VM this is the steadier estimate of the two tables.", "",
+         "| target | goal | median | range | | detail |", "|---|---|---:|---:|---|---|"]
+    for name, rec in pair_results.items():
+        what, goal, ok, scale, (na, nb, batch) = goals[name]
+        if "error" in rec:
+            L.append(f"| {what} | {goal} | — | — | — | failed: {rec['error'][:120]} |")
+            continue
+        med, lo, hi = paired.summary(paired.ratios(rec, scale))
+        summary[f"paired: {name}"] = med
+        if batch is None:  # flatness: per sample at each batch
+            ta, tb = (1e6 * statistics.median(rec["a"]) / big, 1e6 * statistics.median(rec["b"]) / mid)
+            detail = f"{us(tb)} → {us(ta)} µs/sample"
+        else:
+            unit = "µs" if batch == 1 else "µs/sample"
+            ta, tb = (1e6 * statistics.median(rec[k]) / batch for k in ("a", "b"))
+            detail = f"{nb} {us(tb)} {unit}, {na} {us(ta)} (medians)"
+        if rec["extra"]:
+            pk = [y / x for x, y in zip(*rec["extra"].values())]
+            pm = statistics.median(pk)
+            detail += (f"; the FMA peak's own speed-up in the same windows {ratio(pm)} "
+                       f"(range {min(pk):.2f}–{max(pk):.2f}), FKB's ÷ it {med / pm:.2f}")
+        L.append(f"| {what} | {goal} | {ratio(med)} | {lo:.2f}–{hi:.2f} | "
+                 f"{'meets' if ok(med) else 'misses'} | {detail} |")
+    L.append("")
+    return L
+
+
+def make_report(cfg, meta, results, failures, models, rss, pair_results=None) -> tuple[str, dict]:
     """results[(system, model, dtype, threads, batch)] = list of per-round seconds per call."""
     med = {k: statistics.median(v) for k, v in results.items() if v}
 
@@ -643,6 +762,8 @@ def make_report(cfg, meta, results, failures, models, rss) -> tuple[str, dict]:
              "loss='mse')`, each on its own copy of the model. The no-allocation check is a test's "
              "job, not measured here.")
     L.append("")
+    if pair_results:
+        L += paired_section(cfg, pair_results, summary)
 
     # --- main tables ---------------------------------------------------------------------------
     cols = [s for s in SYSTEMS if s in cfg.systems_run]
@@ -824,6 +945,8 @@ def main() -> int:
                     + ",".join(WORKERS) + ")")
     ap.add_argument("--models", help="comma-separated models (default all: " + ",".join(MODELS) + ")")
     ap.add_argument("--no-train", action="store_true", help="skip the training throughput cells")
+    ap.add_argument("--pair-windows", type=int,
+                    help="alternating windows per paired target ratio (default 9, quick 3; 0: none)")
     a = ap.parse_args()
 
     cfg = argparse.Namespace()
@@ -839,6 +962,8 @@ def main() -> int:
     cfg.loop_cols = 16 if a.quick else 64
     cfg.square = 1024
     cfg.train = not a.no_train
+    cfg.pair_windows = a.pair_windows if a.pair_windows is not None else (3 if a.quick else 9)
+    cfg.pair_budget = 0.05 if a.quick else 0.1
     workers = a.systems.split(",") if a.systems else list(WORKERS)
     cfg.models = a.models.split(",") if a.models else list(MODELS)
     bad = [m for m in cfg.models if m not in MODELS] + [w for w in workers if w not in WORKERS]
@@ -906,6 +1031,12 @@ def main() -> int:
                         failures[lab] = f"worker exited with {rc}: {tail}"
                 log(f"  {secs:.1f} s")
 
+    # The target ratios again, both sides alive and timed in alternating windows (paired.py).
+    pair_results: dict = {}
+    if cfg.pair_windows > 0:
+        commands, pairs = target_pairs(cfg, models, native, workers)
+        pair_results = paired.alternate(commands, pairs, cfg.pair_windows, log)
+
     # The cores' FMA peak, per thread count (the best of three runs: a peak is a maximum).
     peak: dict = {}
     for t in cfg.threads:
@@ -954,7 +1085,7 @@ def main() -> int:
             meta[key] = getattr(__import__(mod), "__version__", "?")
         except ImportError:
             meta[key] = "not installed"
-    report, summary = make_report(cfg, meta, results, failures, models, rss)
+    report, summary = make_report(cfg, meta, results, failures, models, rss, pair_results)
     try:
         pngs = plot(cfg, results, work / "bench")
         report += "\nPlots: " + ", ".join(f"`{p}`" for p in pngs) + "\n"
@@ -966,7 +1097,7 @@ def main() -> int:
         "meta": meta, "config": {k: v for k, v in vars(cfg).items()},
         "results": [{"system": k[0], "model": k[1], "dtype": k[2], "threads": k[3], "batch": k[4],
                      "seconds_per_call_per_round": v} for k, v in sorted(results.items())],
-        "failures": failures, "summary": summary,
+        "failures": failures, "summary": summary, "paired": pair_results,
         "checks": {f"{m}/{d}": models[(m, d)]["check"] for (m, d) in models}}, indent=1))
     print(report)
     print(f"(written: {work / 'results.md'}, {work / 'results.json'}, {', '.join(pngs)})")

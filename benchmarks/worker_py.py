@@ -1,8 +1,10 @@
 """Python-side timing worker of run_all.py: FKB's Python package, Keras 3 or ONNX Runtime.
 
 Runs as its own process so that the thread settings (environment variables, TensorFlow's and
-ONNX Runtime's thread pools) are fixed before any library starts. Reads a JSON list of jobs and
-prints one line per job, as the native programs do:
+ONNX Runtime's thread pools) are fixed before any library starts. Reads a JSON list of jobs (or,
+with `--jobs -`, one JSON job per line of stdin, each answered as it comes: paired.py keeps the
+process alive and alternates it with another) and prints one line per job, as the native
+programs do:
 
     result LABEL SECONDS_PER_CALL SAMPLES CALLS_PER_SAMPLE
 
@@ -69,8 +71,11 @@ def main() -> int:
     ap.add_argument("--max-samples", type=int, default=1000)
     ap.add_argument("--block-target", type=float, default=0.002)
     a = ap.parse_args()
-    with open(a.jobs) as f:
-        jobs = json.load(f)
+    if a.jobs == "-":
+        jobs = (json.loads(line) for line in sys.stdin if line.strip())
+    else:
+        with open(a.jobs) as f:
+            jobs = json.load(f)
 
     import numpy as np
 
@@ -166,9 +171,15 @@ def main() -> int:
             feed = {name: x}
             return lambda: s.run(None, feed)
 
+    made: dict = {}  # streamed: a job seen again (same label) reuses its prepared call
     for job in jobs:
         try:
-            fn = make(job)
+            if a.jobs != "-":
+                fn = make(job)
+            elif job["label"] not in made:
+                fn = made[job["label"]] = make(job)
+            else:
+                fn = made[job["label"]]
             med, n, k = measure(fn, a.budget, a.min_samples, a.max_samples, a.block_target)
             print(f"result {job['label']} {med:.9e} {n} {k}", flush=True)
         except Exception as e:  # reported, the other jobs go on

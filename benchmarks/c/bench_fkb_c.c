@@ -2,9 +2,12 @@
  * FKB from C: runs timing jobs through the installed C API (<fkb/fkb.h>, FKB::fkb).
  *
  * Usage: bench_fkb_c JOBFILE BUDGET_S MIN_SAMPLES MAX_SAMPLES BLOCK_TARGET_S
+ * (JOBFILE - reads the jobs from stdin, answering each as it comes.)
  * Job lines (paths without blanks):
  *   predict LABEL MODEL.fkb DTYPE BATCH   fkb_network_predict (32) / _predict_f64 (64) on a
  *                                         (BATCH, n_in) row-major array
+ *   train   LABEL MODEL.fkb 32 BATCH      fkb_network_train_on_batch (Adam, MSE; compiled
+ *                                         once per model) on fixed random x, y in [-1, 1]
  *   load    LABEL MODEL.fkb               fkb_network_load + fkb_network_free
  *   check   LABEL MODEL.fkb DTYPE BATCH X.bin Y.bin
  *                                         not timed: x (BATCH, n_in) read raw from X.bin, the
@@ -49,6 +52,11 @@ static void work_predict(void) {
         check(fkb_network_predict(net, x32, cur_batch, y32), "predict");
     else
         check(fkb_network_predict_f64(net, x64, cur_batch, y64), "predict_f64");
+}
+
+static void work_train(void) {
+    double loss;
+    check(fkb_network_train_on_batch(net, x64, y64, cur_batch, NULL, &loss), "train_on_batch");
 }
 
 static void work_load(void) {
@@ -103,7 +111,8 @@ int main(int argc, char **argv) {
     }
     double budget = atof(argv[2]), block_target = atof(argv[5]);
     int min_samples = atoi(argv[3]), max_samples = atoi(argv[4]);
-    FILE *f = fopen(argv[1], "r");
+    /* JOBFILE "-": jobs from stdin, answered one by one (paired.py keeps the process alive) */
+    FILE *f = strcmp(argv[1], "-") == 0 ? stdin : fopen(argv[1], "r");
     if (!f) {
         perror(argv[1]);
         return 2;
@@ -172,6 +181,22 @@ int main(int argc, char **argv) {
             }
             med = measure(work_predict, budget, min_samples, max_samples, block_target, &n, &k);
             sink += dtype == 32 ? (double)y32[0] : y64[0];
+        } else if (strcmp(kind, "train") == 0 && nf >= 5) {
+            /* (a fresh copy each time: a network trained by an earlier job has moved on) */
+            fkb_network_free(&net);
+            check(fkb_network_load(path, &net), path);
+            snprintf(net_path, sizeof net_path, "%s#trained", path);
+            check(fkb_network_compile(net, "adam", "mse"), "compile");
+            int64_t ni = fkb_network_n_inputs(net), no = fkb_network_n_outputs(net);
+            free(x32); free(y32); free(x64); free(y64);
+            x32 = NULL; y32 = NULL;
+            cur_batch = batch;
+            srand(12345);
+            x64 = malloc(sizeof(double) * (size_t)(ni * batch));
+            y64 = malloc(sizeof(double) * (size_t)(no * batch));
+            for (int64_t i = 0; i < ni * batch; ++i) x64[i] = 2.0 * (double)rand() / (double)RAND_MAX - 1.0;
+            for (int64_t i = 0; i < no * batch; ++i) y64[i] = 2.0 * (double)rand() / (double)RAND_MAX - 1.0;
+            med = measure(work_train, budget, min_samples, max_samples, block_target, &n, &k);
         } else if (strcmp(kind, "load") == 0 && nf >= 3) {
             snprintf(load_path, sizeof load_path, "%s", path);
             med = measure(work_load, budget, min_samples, max_samples, block_target, &n, &k);
@@ -182,7 +207,7 @@ int main(int argc, char **argv) {
         printf("result %s %.9e %d %ld\n", label, med, n, k);
         fflush(stdout);
     }
-    fclose(f);
+    if (f != stdin) fclose(f);
     fkb_network_free(&net);
     if (isnan(sink)) printf("NaN\n");
     return 0;

@@ -1,6 +1,7 @@
 !! FKB from Fortran: runs a list of timing jobs against the installed package (`use fkb`).
 !!
 !! Usage: bench_fkb_jobs JOBFILE BUDGET_S MIN_SAMPLES MAX_SAMPLES BLOCK_TARGET_S
+!! (JOBFILE - reads the jobs from stdin, answering each as it comes.)
 !! Job lines (fields separated by blanks; paths without blanks):
 !!   predict LABEL MODEL.fkb DTYPE BATCH   net%predict(x, y), x(n_in, BATCH) of kind DTYPE (32|64)
 !!   rank1   LABEL MODEL.fkb DTYPE         net%predict(x, y), x(n_in), y(n_out): one sample
@@ -60,7 +61,7 @@ contains
 end module fkb_jobs_state
 
 program bench_fkb_jobs
-  use iso_fortran_env, only: real64
+  use iso_fortran_env, only: real64, input_unit
   use fkb
   use fkb_jobs_state
   use bench_timer, only: measure, field, ifield
@@ -79,7 +80,11 @@ program bench_fkb_jobs
   call get_command_argument(4, arg); read (arg, *) max_samples
   call get_command_argument(5, arg); read (arg, *) block_target
 
-  open (newunit=u, file=trim(jobfile), status='old', action='read')
+  if (trim(jobfile) == '-') then  ! jobs from stdin, answered one by one (paired.py)
+    u = input_unit
+  else
+    open (newunit=u, file=trim(jobfile), status='old', action='read')
+  end if
   do
     read (u, '(a)', iostat=ios) line
     if (ios /= 0) exit
@@ -155,7 +160,7 @@ program bench_fkb_jobs
     print '(a,1x,a,1x,es16.9,1x,i0,1x,i0)', 'result', trim(label), med, n, k
     flush (6)
   end do
-  close (u)
+  if (u /= input_unit) close (u)
   ! Keeps the outputs live so that no call can be optimised away.
   if (sink /= sink) print '(a)', 'NaN'
 

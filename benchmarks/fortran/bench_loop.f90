@@ -2,6 +2,7 @@
 !! allocating on every layer, as the original FKB did (loop_impl.inc). Does not use FKB.
 !!
 !! Usage: bench_loop JOBFILE BUDGET_S MIN_SAMPLES MAX_SAMPLES BLOCK_TARGET_S
+!! (JOBFILE - reads the jobs from stdin, answering each as it comes.)
 !! Job lines: loop LABEL WEIGHTS.raw DTYPE BATCH MAXCOLS
 !!   times the loop over min(BATCH, MAXCOLS) columns (the per-sample cost does not depend on
 !!   the batch) and prints the time scaled to BATCH columns:
@@ -37,7 +38,7 @@ contains
 end module loop_state
 
 program bench_loop
-  use iso_fortran_env, only: real64
+  use iso_fortran_env, only: real64, input_unit
   use loop32, only: read32 => read_raw, layers32 => layers
   use loop64, only: read64 => read_raw
   use loop_state
@@ -57,7 +58,11 @@ program bench_loop
   call get_command_argument(4, arg); read (arg, *) max_samples
   call get_command_argument(5, arg); read (arg, *) block_target
 
-  open (newunit=u, file=trim(jobfile), status='old', action='read')
+  if (trim(jobfile) == '-') then  ! jobs from stdin, answered one by one (paired.py)
+    u = input_unit
+  else
+    open (newunit=u, file=trim(jobfile), status='old', action='read')
+  end if
   do
     read (u, '(a)', iostat=ios) line
     if (ios /= 0) exit
@@ -91,5 +96,5 @@ program bench_loop
     print '(a,1x,a,1x,es16.9,1x,i0,1x,i0)', 'result', trim(label), med * batch / ncols, n, k
     flush (6)
   end do
-  close (u)
+  if (u /= input_unit) close (u)
 end program bench_loop
