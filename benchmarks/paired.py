@@ -7,9 +7,15 @@ two systems carries that drift. Here both sides of a ratio stay alive as worker 
 read their jobs from stdin (`JOBFILE -` / `--jobs -`), and the two are timed alternately in short
 windows, A B, B A, A B, ...: every window's ratio compares the two under the same conditions,
 and the median over windows is the figure. Run by run_all.py after its rounds.
+
+One-thread workers are pinned to one and the same CPU: left to the scheduler, an idle worker
+wakes up on the vCPU it last ran on, so the two sides of a pair could sit on different vCPUs
+for the whole measurement, and the two vCPUs of this VM are not equally fast at any moment (an
+A/B test of one library against a copy of itself read 1.16x unpinned, 0.99x pinned).
 """
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import tempfile
@@ -28,10 +34,12 @@ class Pair(NamedTuple):
 class StreamWorker:
     """A timing worker kept alive: one job line in, one `result LABEL SECONDS ...` line out."""
 
-    def __init__(self, cmd: list, env: dict):
+    def __init__(self, cmd: list, env: dict, cpu: int | None = None):
+        """cpu: pin the process (all its threads) to this CPU."""
         self.err = tempfile.TemporaryFile(mode="w+")  # (a pipe left unread could fill and block)
+        pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
         self.p = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=self.err, text=True, bufsize=1)
+                                  stderr=self.err, text=True, bufsize=1, preexec_fn=pin)
 
     def time(self, job: str) -> float:
         """Seconds per call of the job; RuntimeError if the worker failed or ended."""
@@ -59,8 +67,8 @@ class StreamWorker:
 
 
 def alternate(commands: dict, pairs: list, windows: int, log: Callable[[str], None]) -> dict:
-    """Times every pair in `windows` alternating windows. commands[key] = (cmd, env) starts the
-    worker of that key (once, on first use). Returns {name: {"a": [s], "b": [s], "extra": {k:
+    """Times every pair in `windows` alternating windows. commands[key] = (cmd, env, cpu)
+    starts the worker of that key (once, on first use; pinned to cpu unless None). Returns {name: {"a": [s], "b": [s], "extra": {k:
     [v]}}} or {name: {"error": text}}."""
     workers: dict = {}
     out: dict = {}

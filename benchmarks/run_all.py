@@ -504,13 +504,15 @@ def target_pairs(cfg, models, native: pathlib.Path, workers: list):
     pcfg.batches = sorted({1, big} | ({mid} if mid else set()))
     lines: dict = {}
     commands: dict = {}
+    cpu = min(os.sched_getaffinity(0))  # (every one-thread worker on the same CPU: paired.py)
     for w in ("fkb-fortran", "fkb-python", "ort", "keras", "loop"):
         if w not in workers:
             continue
         for t in sorted(set(cfg.threads)):
             if w == "loop" and t != t1:
                 continue
-            commands[(w, t)] = (worker_command(w, t, pathlib.Path("-"), native, pcfg), thread_env(t))
+            commands[(w, t)] = (worker_command(w, t, pathlib.Path("-"), native, pcfg), thread_env(t),
+                                cpu if t == 1 else None)
             for lab, job in worker_jobs(w, t, pcfg, models):
                 if not lab.endswith("|0"):  # (not the load-time jobs)
                     lines[(w, t, lab.split("|")[0], lab.split("|")[3])] = (
@@ -521,7 +523,9 @@ def target_pairs(cfg, models, native: pathlib.Path, workers: list):
         return ((w, t), lines[k]) if k in lines else None
 
     def peak(t):
-        out, _, _, _ = run_worker([str(native / "bench_peak")], thread_env(t), timeout=120)
+        pin = (lambda: os.sched_setaffinity(0, {cpu})) if t == 1 else None
+        out = subprocess.run([str(native / "bench_peak")], env=thread_env(t), capture_output=True,
+                             text=True, timeout=120, preexec_fn=pin).stdout
         for line in out.splitlines():
             f = line.split()
             if len(f) >= 3 and f[:2] == ["peak", "float32"]:

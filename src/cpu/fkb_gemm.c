@@ -35,6 +35,15 @@
  * time slice per call: measured 8 ms per call instead of 8 us for a small Conv1D column
  * model with a 32k threshold while another process ran. */
 #define FKB_CPU_PARALLEL_MIN (1 << 20)
+/* Chunks of column tiles per thread when a product's samples are split over the threads:
+ * the most a thread can be left waiting for the others is about one chunk (1/16 of the
+ * product on 2 threads). */
+#ifndef FKB_CPU_CHUNKS
+#define FKB_CPU_CHUNKS 8
+#endif
+/* A transpose of at least this many elements is split over the threads (the 65 x 256 last
+ * layer of the SPCAM-like model: ~10 us on one thread). */
+#define FKB_CPU_TRANSPOSE_PAR_MIN (16 * 1024)
 /* Bytes of a block of weights kept in L2 while the column tiles pass (half of a 1 MiB L2,
  * the rest for the samples and the results). */
 #define FKB_CPU_L2_WEIGHTS (512 * 1024)
@@ -268,10 +277,10 @@ int fkb_cpu_sgemm_tn(int64_t m, int64_t n, int64_t k, const float *a, const floa
     if (m <= 0 || n <= 0) return 0;
     if (!(at = workspace(FKB_WS_TRANSPOSE, (size_t)m * (size_t)k * sizeof *at))) return -1;
     if (level == 2) {
-        s512_transpose(k, m, a, at);
+        s512_transpose(k, m, a, at, threaded);
         s512_gemm(m, n, k, at, b, 0, c, 0, 0, 0.0, threaded);
     } else {
-        s256_transpose(k, m, a, at);
+        s256_transpose(k, m, a, at, threaded);
         s256_gemm(m, n, k, at, b, 0, c, 0, 0, 0.0, threaded);
     }
     return 0;
@@ -286,10 +295,10 @@ int fkb_cpu_dgemm_tn(int64_t m, int64_t n, int64_t k, const double *a, const dou
     if (m <= 0 || n <= 0) return 0;
     if (!(at = workspace(FKB_WS_TRANSPOSE, (size_t)m * (size_t)k * sizeof *at))) return -1;
     if (level == 2) {
-        d512_transpose(k, m, a, at);
+        d512_transpose(k, m, a, at, threaded);
         d512_gemm(m, n, k, at, b, 0, c, 0, 0, 0.0, threaded);
     } else {
-        d256_transpose(k, m, a, at);
+        d256_transpose(k, m, a, at, threaded);
         d256_gemm(m, n, k, at, b, 0, c, 0, 0, 0.0, threaded);
     }
     return 0;

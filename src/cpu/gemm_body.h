@@ -297,19 +297,12 @@ static TARGET void NAME(pack_rows)(int64_t m, int64_t i0, int64_t i1, int64_t k,
     }
 }
 
-/* Thread th of nth's share of the product: its columns (by_cols), its rows in whole panels
- * (by_rows), or everything; rows in blocks of mc. */
-static void NAME(gemm_share)(int64_t m, int64_t n, int64_t k, const REAL *a, const REAL *b,
-    int bt, REAL *c, const REAL *bias, int act, REAL alpha_r, int64_t mc, int th, int nth,
-    int by_cols, int by_rows)
+/* The column tiles t0..t1-1 (NR_MAX samples each) of rows r0..r1-1 of the product, rows in
+ * blocks of mc. */
+static void NAME(gemm_tiles)(int64_t m, int64_t n, int64_t k, const REAL *a, const REAL *b,
+    int bt, REAL *c, const REAL *bias, int act, REAL alpha_r, int64_t mc, int64_t t0,
+    int64_t t1, int64_t r0, int64_t r1)
 {
-    const int64_t tiles = (n + NR_MAX - 1) / NR_MAX;
-    const int64_t panels = (m + 2 * W - 1) / (2 * W);
-    const int64_t t0 = by_cols ? tiles * th / nth : 0;
-    const int64_t t1 = by_cols ? tiles * (th + 1) / nth : tiles;
-    const int64_t r0 = by_rows ? panels * th / nth * 2 * W : 0;
-    const int64_t r1r = by_rows ? panels * (th + 1) / nth * 2 * W : m;
-    const int64_t r1 = r1r < m ? r1r : m;
     for (int64_t i0 = r0; i0 < r1; i0 += mc) {
         const int64_t i1 = i0 + mc < r1 ? i0 + mc : r1;
         /* Weights too large for L2 come in blocks of rows, and a block is a strided piece
@@ -339,6 +332,20 @@ static void NAME(gemm_share)(int64_t m, int64_t n, int64_t k, const REAL *a, con
                               bt ? n : k, bt, c + NR_MAX * t * m, bias, act, alpha_r);
         }
     }
+}
+
+/* Thread th of nth's share of the product, split statically: its rows in whole panels
+ * (by_rows), or everything. */
+static void NAME(gemm_share)(int64_t m, int64_t n, int64_t k, const REAL *a, const REAL *b,
+    int bt, REAL *c, const REAL *bias, int act, REAL alpha_r, int64_t mc, int th, int nth,
+    int by_rows)
+{
+    const int64_t tiles = (n + NR_MAX - 1) / NR_MAX;
+    const int64_t panels = (m + 2 * W - 1) / (2 * W);
+    const int64_t r0 = by_rows ? panels * th / nth * 2 * W : 0;
+    const int64_t r1r = by_rows ? panels * (th + 1) / nth * 2 * W : m;
+    NAME(gemm_tiles)(m, n, k, a, b, bt, c, bias, act, alpha_r, mc, 0, tiles, r0,
+                     r1r < m ? r1r : m);
 }
 
 /* c(m,n) = act(a(m,k) . b(k,n) + bias), all column-major and contiguous; bias may be NULL;
@@ -371,26 +378,62 @@ static void NAME(gemm)(int64_t m, int64_t n, int64_t k, const REAL *a, const REA
     const int big = m * k * (int64_t)sizeof(REAL) > FKB_CPU_L2_WEIGHTS && m >= 4 * W * nthreads;
     const int by_cols = split && tiles >= 2 * nthreads && !big;
     const int by_rows = split && !by_cols && m >= 4 * W * nthreads;
-    if (by_cols || by_rows) {
+    if (by_cols) {
+        /* Chunks of column tiles handed out as threads come free, not halves fixed in advance:
+         * on a shared machine one core is often slower than the other (a busy sibling
+         * hyperthread, another tenant), and with fixed halves every layer waited for the
+         * slower one (SPCAM-like batch 4096 on 2 vCPUs: 2 threads ~1.4x one when a vCPU was
+         * contended, against ~2x unloaded). FKB_CPU_CHUNKS chunks per thread; when the threads
+         * are equally fast they take alternate chunks, layer after layer. */
+        const int64_t per = tiles / ((int64_t)nthreads * FKB_CPU_CHUNKS);
+        const int64_t chunk = per > 0 ? per : 1;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+        for (int64_t t0 = 0; t0 < tiles; t0 += chunk)
+            NAME(gemm_tiles)(m, n, k, a, b, bt, c, bias, act, alpha_r, mc, t0,
+                             t0 + chunk < tiles ? t0 + chunk : tiles, 0, m);
+    } else if (by_rows) {
 #pragma omp parallel num_threads(nthreads)
         NAME(gemm_share)(m, n, k, a, b, bt, c, bias, act, alpha_r, mc, omp_get_thread_num(),
-                         omp_get_num_threads(), by_cols, by_rows);
+                         omp_get_num_threads(), 1);
     } else {
         /* (no parallel construct at all: even an inactive one costs ~0.1 us per call) */
-        NAME(gemm_share)(m, n, k, a, b, bt, c, bias, act, alpha_r, mc, 0, 1, 0, 0);
+        NAME(gemm_tiles)(m, n, k, a, b, bt, c, bias, act, alpha_r, mc, 0, tiles, 0, m);
     }
 }
 
-/* dst (cols x rows) = src (rows x cols)^T, column-major: 16 columns of src at a time, each
- * row of them one contiguous run of dst (1.6x faster than 8 x 8 blocks on 256 x 256 floats;
- * an AVX-512 register transpose of 16 x 16 blocks was no faster: the strides, not the
- * instructions, bound it). */
-static TARGET void NAME(transpose)(int64_t rows, int64_t cols, const REAL *src, REAL *dst)
+/* dst (cols x rows) = src (rows x cols)^T, column-major, for the columns c0..c1-1 of src (c0 a
+ * multiple of 16): 16 columns of src at a time, each row of them one contiguous run of dst
+ * (1.6x faster than 8 x 8 blocks on 256 x 256 floats; an AVX-512 register transpose of 16 x 16
+ * blocks was no faster: the strides, not the instructions, bound it). */
+static TARGET void NAME(transpose_cols)(int64_t rows, int64_t cols, int64_t c0, int64_t c1,
+                                        const REAL *src, REAL *dst)
 {
-    const int64_t full = cols / 16 * 16;
-    for (int64_t j0 = 0; j0 < full; j0 += 16)
+    const int64_t full = c0 + (c1 - c0) / 16 * 16;
+    for (int64_t j0 = c0; j0 < full; j0 += 16)
         for (int64_t i = 0; i < rows; i++)
             for (int j = 0; j < 16; j++) dst[i * cols + j0 + j] = src[(j0 + j) * rows + i];
-    for (int64_t j = full; j < cols; j++)
+    for (int64_t j = full; j < c1; j++)
         for (int64_t i = 0; i < rows; i++) dst[i * cols + j] = src[j * rows + i];
+}
+
+/* The whole transpose; threaded: whole 16-column blocks over the OpenMP threads. On one
+ * thread it was the serial part of a training step's input gradient that the other threads
+ * waited for (W^T of a 256 x 256 float32 layer: ~40 us, 3-5% of a 2-thread Adam step on the
+ * SPCAM-like model), and each thread now reads the columns of W that its own share of the
+ * optimizer's update has just written. */
+static void NAME(transpose)(int64_t rows, int64_t cols, const REAL *src, REAL *dst, int threaded)
+{
+    const int nthreads = threaded && !omp_in_parallel() && rows * cols >= FKB_CPU_TRANSPOSE_PAR_MIN
+                         ? omp_get_max_threads() : 1;
+    if (nthreads > 1) {
+#pragma omp parallel num_threads(nthreads)
+        {
+            const int64_t blocks = (cols + 15) / 16;
+            const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+            const int64_t c0 = blocks * t / nt * 16, c1 = blocks * (t + 1) / nt * 16;
+            NAME(transpose_cols)(rows, cols, c0, c1 < cols ? c1 : cols, src, dst);
+        }
+    } else {
+        NAME(transpose_cols)(rows, cols, 0, cols, src, dst);
+    }
 }
