@@ -356,7 +356,10 @@ static void NAME(gemm)(int64_t m, int64_t n, int64_t k, const REAL *a, const REA
                     REAL *c, const REAL *bias, int act, double alpha_in, int threaded)
 {
     const REAL alpha_r = (REAL)alpha_in;
-    const int nthreads = threaded && !omp_in_parallel() ? omp_get_max_threads() : 1;
+    /* (the OpenMP queries only for a product large enough to be split: two library calls per
+     * layer were ~5% of a tiny network's single-sample predict) */
+    const int nthreads = threaded && m * n * k >= FKB_CPU_PARALLEL_MIN && !omp_in_parallel()
+                         ? omp_get_max_threads() : 1;
     if (m <= 0 || n <= 0) return;
     if (n == 1) {  /* (one column of b reads the same transposed or not) */
         NAME(gemv)(m, k, a, b, c, bias, act, alpha_r, nthreads);

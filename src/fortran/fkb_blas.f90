@@ -178,7 +178,10 @@ contains
 
   logical function fast_gemm_available()
     !! Whether gemm/gemv/fused_gemm run FKB's own kernels (not in deterministic mode).
-    fast_gemm_available = .not. deterministic .and. fkb_cpu_gemm_available() == 1
+    !! (the answer cached: it is asked once per layer of every call)
+    integer, save :: cpu = -1   ! (benign race: every thread finds the same value)
+    if (cpu < 0) cpu = fkb_cpu_gemm_available()
+    fast_gemm_available = .not. deterministic .and. cpu == 1
   end function fast_gemm_available
 
   logical function fused_gemm_r32(m, n, k, a, b, c, act, alpha, threaded, bias) result(done)
