@@ -36,6 +36,7 @@ WORK/bench_float64.png.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime as dt
 import json
 import math
@@ -121,6 +122,35 @@ def cpu_model() -> str:
         if line.startswith("Model name:"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
+
+
+def openblas_coretype(blas: str):
+    """(OPENBLAS_CORETYPE for the GEMM-bound worker or None, OpenBLAS' own choice or None).
+    OpenBLAS 0.3.21 does not know recent Intel server CPUs (family 6 model 207) and falls back
+    to its Prescott (SSE3) kernels: square sgemm 31 GFLOP/s on a core whose FMA peak is 161.
+    A bound measured so bounds nothing, so the worker then asks for the kernels the CPU runs
+    (SkylakeX: AVX-512, Haswell: AVX2 + FMA). A CORETYPE set by the caller is left alone."""
+    lib_path = next((p for p in blas.split(";") if "openblas" in p.lower()), None)
+    if lib_path is None or "OPENBLAS_CORETYPE" in os.environ:
+        return None, None
+    try:
+        lib = ctypes.CDLL(lib_path)
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        name = lib.openblas_get_corename().decode()
+    except (OSError, AttributeError):
+        return None, None
+    try:
+        flags = next((ln.split(":", 1)[1].split() for ln in open("/proc/cpuinfo")
+                      if ln.startswith("flags")), [])
+    except OSError:
+        flags = []
+    if name.lower() != "prescott":
+        return None, name
+    if "avx512f" in flags:
+        return "SkylakeX", name
+    if "avx2" in flags and "fma" in flags:
+        return "Haswell", name
+    return None, name
 
 
 def fkb_libraries(prefix: pathlib.Path) -> str:
@@ -854,6 +884,11 @@ def make_report(cfg, meta, results, failures, models, rss, pair_results=None) ->
              "own kernels run (AVX-512 CPUs), FKB can beat the BLAS chain, so the `GEMM bound` "
              "columns above, measured with BLAS, are a floor on what the cores can do rather than "
              "a ceiling; the share of the FMA peak is the stricter figure.")
+    if meta.get("openblas_coretype"):
+        L.append("")
+        L.append(f"OpenBLAS chose its {meta['openblas_core']} kernels on this CPU (it does not know "
+                 f"the model); the GEMM-bound worker ran with `OPENBLAS_CORETYPE="
+                 f"{meta['openblas_coretype']}`, the kernels the CPU can run.")
     L.append("")
 
     # --- load and memory ----------------------------------------------------------------------
@@ -992,6 +1027,9 @@ def main() -> int:
     log("building the native programs ...")
     native = build_native(prefix, work)
     blas = (native / "blas_libraries.txt").read_text().strip() if (native / "blas_libraries.txt").exists() else "?"
+    coretype, corename = openblas_coretype(blas)
+    if coretype:
+        log(f"OpenBLAS runs its {corename} kernels on this CPU: the GEMM bound asks for {coretype}")
     log("preparing the models (Keras -> .keras, .fkb, .onnx, loop weights) ...")
     models = prepare_models(work, cfg.dtypes, log, cfg.models)
     log("checking FKB-Fortran and FKB-C against Keras on the same inputs ...")
@@ -1019,8 +1057,11 @@ def main() -> int:
                 else:
                     jf.write_text("\n".join(j for _, j in jobs) + "\n")
                 log(f"round {r + 1}/{cfg.rounds}, {t} thread(s): {w} ({len(jobs)} cells) ...")
-                out, err, rc, secs = run_worker(worker_command(w, t, jf, native, cfg),
-                                                   thread_env(t), timeout=1800)
+                env = thread_env(t)
+                if w == "gemm" and coretype:
+                    env["OPENBLAS_CORETYPE"] = coretype
+                out, err, rc, secs = run_worker(worker_command(w, t, jf, native, cfg), env,
+                                                timeout=1800)
                 res, failed = parse(out)
                 for lab, v in res.items():
                     s, m, d, b = lab.split("|")
@@ -1082,6 +1123,7 @@ def main() -> int:
         "load_before": fmt_load(load_before), "load_after": fmt_load(os.getloadavg()),
         "elapsed": time.perf_counter() - t_start, "round_loads": round_loads,
         "fma_peak": {f"{d}|{t}": v for (d, t), v in peak.items()},
+        "openblas_core": corename, "openblas_coretype": coretype,
     }
     meta["fkb_libs"] = fkb_libraries(prefix)
     for mod, key in (("keras", "keras"), ("tensorflow", "tensorflow"), ("onnxruntime", "ort"), ("fkb", "fkb")):
