@@ -41,6 +41,20 @@
 #ifndef FKB_CPU_CHUNKS
 #define FKB_CPU_CHUNKS 8
 #endif
+#ifndef FKB_CPU_PREPACK_MIN_TILES
+/* Weights that fit L2 are packed when at least this many column tiles read them on one thread,
+ * or FKB_CPU_PREPACK_MIN_TILES_SPLIT per thread when split (each thread then also reads the
+ * panels the others packed). Break-even measured on the SPCAM-like model, Intel Xeon: one
+ * thread 0.96x at 11 tiles, 1.02x at 16, 1.09x at 22; two threads 0.95x at 21 per thread,
+ * 1.03x at 43, 1.09x at 171. */
+#define FKB_CPU_PREPACK_MIN_TILES 16
+#endif
+/* ... and when they are at least this large: weights that L1 holds are read in place at no
+ * cost (the deep-narrow model's 64 x 64 layers: packing was 0.95x on two threads). */
+#define FKB_CPU_PREPACK_MIN_BYTES (64 * 1024)
+#ifndef FKB_CPU_PREPACK_MIN_TILES_SPLIT
+#define FKB_CPU_PREPACK_MIN_TILES_SPLIT 40
+#endif
 /* A transpose of at least this many elements is split over the threads (the 65 x 256 last
  * layer of the SPCAM-like model: ~10 us on one thread). */
 #define FKB_CPU_TRANSPOSE_PAR_MIN (16 * 1024)

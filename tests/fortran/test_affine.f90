@@ -18,6 +18,7 @@ program test_affine
   use fkb_affine, only: affine
   use fkb_blas, only: fast_gemm_available
   use fkb_testing, only: check, finish
+  use omp_lib, only: omp_set_num_threads
   implicit none
   integer, parameter :: MS(8) = [1, 15, 16, 17, 33, 65, 256, 300]
   integer, parameter :: NS(8) = [1, 2, 11, 12, 13, 25, 130, 257]
@@ -26,7 +27,7 @@ program test_affine
   integer(int64), parameter :: K_PACKED = 300
   character(len=*), parameter :: ACTS(5) = [character(len=10) :: 'linear', 'relu', &
                                             'leaky_relu', 'tanh', 'softmax']
-  integer :: im, in, ik, ia, ib
+  integer :: im, in, ik, ia, ib, threads
 
   print '(a, l1)', 'FKB own kernels in use: ', fast_gemm_available()
   do ia = 1, size(ACTS)
@@ -55,6 +56,16 @@ program test_affine
       call case32('linear', .false., int(MS_PACKED(im), int64), int(NS_PACKED(in), int64), &
                   K_PACKED)
     end do
+  end do
+  ! Weights that fit L2 but not L1, read by many column tiles: packed once per call (on one
+  ! thread from 16 tiles; split over the threads from 40 tiles per thread: 1000 samples on two
+  ! threads), rows ending in an edge (300 rows) or a half (65) panel; on one thread and on two.
+  do threads = 1, 2
+    call omp_set_num_threads(threads)
+    call case32('leaky_relu', .true., 300_int64, 1000_int64, 94_int64)
+    call case32('linear', .false., 65_int64, 1000_int64, 256_int64)
+    call case64('relu', .true., 300_int64, 1000_int64, 94_int64)
+    call case32('relu', .true., 256_int64, 200_int64, 94_int64)
   end do
   call nan_case32()
   call nan_case64()
