@@ -335,18 +335,15 @@ static void NAME(gemm_tiles)(int64_t m, int64_t n, int64_t k, const REAL *a, con
     }
 }
 
-/* Thread th of nth's share of the product, split statically: its rows in whole panels
- * (by_rows), or everything. */
-static void NAME(gemm_share)(int64_t m, int64_t n, int64_t k, const REAL *a, const REAL *b,
-    int bt, REAL *c, const REAL *bias, int act, REAL alpha_r, int64_t mc, int th, int nth,
-    int by_rows)
+/* Thread th of nth's share of a product split by rows: its rows in whole panels, all columns. */
+static void NAME(gemm_row_share)(int64_t m, int64_t n, int64_t k, const REAL *a, const REAL *b,
+    int bt, REAL *c, const REAL *bias, int act, REAL alpha_r, int64_t mc, int th, int nth)
 {
     const int64_t tiles = (n + NR_MAX - 1) / NR_MAX;
     const int64_t panels = (m + 2 * W - 1) / (2 * W);
-    const int64_t r0 = by_rows ? panels * th / nth * 2 * W : 0;
-    const int64_t r1r = by_rows ? panels * (th + 1) / nth * 2 * W : m;
-    NAME(gemm_tiles)(m, n, k, a, b, bt, c, bias, act, alpha_r, mc, 0, tiles, r0,
-                     r1r < m ? r1r : m, 0);
+    const int64_t r0 = panels * th / nth * 2 * W, r1 = panels * (th + 1) / nth * 2 * W;
+    NAME(gemm_tiles)(m, n, k, a, b, bt, c, bias, act, alpha_r, mc, 0, tiles, r0, r1 < m ? r1 : m,
+                     0);
 }
 
 /* c(m,n) = act(a(m,k) . b(k,n) + bias), all column-major and contiguous; bias may be NULL;
@@ -417,8 +414,8 @@ static void NAME(gemm)(int64_t m, int64_t n, int64_t k, const REAL *a, const REA
         }
     } else if (by_rows) {
 #pragma omp parallel num_threads(nthreads)
-        NAME(gemm_share)(m, n, k, a, b, bt, c, bias, act, alpha_r, mc, omp_get_thread_num(),
-                         omp_get_num_threads(), 1);
+        NAME(gemm_row_share)(m, n, k, a, b, bt, c, bias, act, alpha_r, mc, omp_get_thread_num(),
+                             omp_get_num_threads());
     } else {
         /* (no parallel construct at all: even an inactive one costs ~0.1 us per call) */
         if (packed) NAME(pack_rows)(m, 0, m, k, a, packed);
