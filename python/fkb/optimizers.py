@@ -4,8 +4,10 @@
 
 Each class only describes the optimizer: :meth:`Optimizer.spec` is the text the engine parses
 (``"adam learning_rate=0.001 beta_1=0.9 ..."``); the update itself runs in the engine, with
-Keras 3's update rules, in double precision. A Keras optimizer object is accepted wherever one
-of these is (:func:`get` converts it through its ``get_config()``).
+Keras 3's update rules, in double precision, except Adam and AdamW on a float32 network: those
+run in float32 with a float32 state, in Keras' order of operations, so that given the same
+gradients they move every weight exactly as Keras does. A Keras optimizer object is accepted
+wherever one of these is (:func:`get` converts it through its ``get_config()``).
 
 Not supported yet (refused with a message naming the option): learning-rate schedules and
 callables, ``use_ema``, ``loss_scale_factor``, ``gradient_accumulation_steps`` and

@@ -1,5 +1,6 @@
 !! The optimizers' update rules, element by element over one variable, in Keras' order of
-!! operations (double precision; fkb_optimizer supplies the step's scalars).
+!! operations (double precision, and Adam's also in float32 for float32 variables, as Keras
+!! computes it; fkb_optimizer supplies the step's scalars).
 !!
 !! A module of their own so that they are compiled apart from optimizer_step: inlined there,
 !! the slots' arrays may alias as far as gfortran can tell and the loops stayed scalar (a fifth
@@ -8,7 +9,7 @@ module fkb_optimizer_rules
   use iso_fortran_env, only: real32, real64, int64
   implicit none
   private
-  public :: sgd_rule, adam_rule, adam_rule_r32, rmsprop_rule, adagrad_rule, nadam_rule
+  public :: sgd_rule, adam_rule, adam_rule_f32, rmsprop_rule, adagrad_rule, nadam_rule
 
 contains
 
@@ -58,42 +59,39 @@ contains
     end if
   end subroutine adam_rule
 
-  pure subroutine adam_rule_r32(n, w, g, m, v, vhat, decay, one_b1, one_b2, alpha, eps, amsgrad)
-    !! adam_rule on a float32 network's weights and gradients, each widened to double in
-    !! registers and the weight rounded back once: the same arithmetic as widening copies
-    !! followed by adam_rule (and by weight decay w - w * decay(1) * decay(2) first when
-    !! decay(1) > 0), without their passes through memory (half of Adam's time in a step).
+  pure subroutine adam_rule_f32(n, w, g, m, v, vhat, decay, one_b1, one_b2, alpha, eps, amsgrad)
+    !! Adam on a float32 variable as Keras 3 computes it for one: every operation in float32,
+    !! rounded in Keras' order (optimizers/adam.py update_step: m += (g - m)(1 - beta_1),
+    !! v += (g^2 - v)(1 - beta_2), w -= (m alpha) / (sqrt(v) + eps); with weight decay
+    !! w -= (w wd) lr first, backend/tensorflow/optimizer.py _apply_weight_decay), with no
+    !! fused multiply-add (the library is built with -ffp-contract=off). decay = [wd, lr].
     integer(int64), intent(in) :: n
-    real(real32), intent(inout) :: w(n)
-    real(real32), intent(in) :: g(n)
-    real(real64), intent(inout) :: m(n), v(n), vhat(n)
-    real(real64), intent(in) :: decay(2), one_b1, one_b2, alpha, eps
+    real(real32), intent(inout) :: w(n), m(n), v(n), vhat(n)
+    real(real32), intent(in) :: g(n), decay(2), one_b1, one_b2, alpha, eps
     logical, intent(in) :: amsgrad
-    real(real64) :: wi, gi
+    real(real32) :: wi
     integer(int64) :: i
     if (amsgrad .or. decay(1) > 0) then
       do i = 1, n
-        wi = real(w(i), real64)
+        wi = w(i)
         if (decay(1) > 0) wi = wi - wi * decay(1) * decay(2)
-        gi = real(g(i), real64)
-        m(i) = m(i) + (gi - m(i)) * one_b1
-        v(i) = v(i) + (gi * gi - v(i)) * one_b2
+        m(i) = m(i) + (g(i) - m(i)) * one_b1
+        v(i) = v(i) + (g(i) * g(i) - v(i)) * one_b2
         if (amsgrad) then
           vhat(i) = max(vhat(i), v(i))
-          w(i) = real(wi - (m(i) * alpha) / (sqrt(vhat(i)) + eps), real32)
+          w(i) = wi - (m(i) * alpha) / (sqrt(vhat(i)) + eps)
         else
-          w(i) = real(wi - (m(i) * alpha) / (sqrt(v(i)) + eps), real32)
+          w(i) = wi - (m(i) * alpha) / (sqrt(v(i)) + eps)
         end if
       end do
     else
       do i = 1, n
-        gi = real(g(i), real64)
-        m(i) = m(i) + (gi - m(i)) * one_b1
-        v(i) = v(i) + (gi * gi - v(i)) * one_b2
-        w(i) = real(real(w(i), real64) - (m(i) * alpha) / (sqrt(v(i)) + eps), real32)
+        m(i) = m(i) + (g(i) - m(i)) * one_b1
+        v(i) = v(i) + (g(i) * g(i) - v(i)) * one_b2
+        w(i) = w(i) - (m(i) * alpha) / (sqrt(v(i)) + eps)
       end do
     end if
-  end subroutine adam_rule_r32
+  end subroutine adam_rule_f32
 
   pure subroutine rmsprop_rule(n, w, g, m, v, vhat, lr, rho, mom, eps, centered)
     integer(int64), intent(in) :: n

@@ -27,7 +27,7 @@ module fkb_trainer
                         FKB_ERR_MEMORY, FKB_ERR_LAYER, set_error, clear_layer_error, &
                         take_layer_error
   use fkb_config, only: int_text
-  use fkb_tensor, only: fkb_tensor_t, FKB_FLOAT64
+  use fkb_tensor, only: fkb_tensor_t, FKB_FLOAT32, FKB_FLOAT64
   use fkb_model, only: fkb_model_t, train_record_t
   use fkb_text, only: string_t, split_fields
   use fkb_config, only: fkb_config_t, real_text
@@ -35,7 +35,7 @@ module fkb_trainer
                       LOSS_SPARSE_CCE
   use fkb_optimizer, only: fkb_optimizer_t, slot_t, parse_optimizer, optimizer_step, clips, &
                            optimizer_begin, optimizer_update, optimizer_end, updates_r32, &
-                           optimizer_update_r32
+                           optimizer_update_r32, optimizer_state, optimizer_set_state
   use fkb_activation, only: ACT_SOFTMAX
   use fkb_layer, only: fkb_layer_t, view32_t, view64_t
   use fkb_layer_dense, only: fkb_dense_t
@@ -129,6 +129,8 @@ contains
     integer, allocatable :: outs(:)
     call parse_optimizer(optimizer, tr%opt, stat, msg)
     if (stat /= FKB_OK) return
+    ! Adam/AdamW on float32 weights: float32 state and arithmetic, as Keras computes them
+    tr%opt%single = model%dtype == FKB_FLOAT32 .and. updates_r32(tr%opt)
     tr%opt_spec = optimizer
     outs = model%output_values()
     no = size(outs)
@@ -563,15 +565,13 @@ contains
     if (tr%loss%id == 0) rec%loss = 'custom'
     rec%state = 'iterations=' // int_text(tr%opt%iterations) // ' u_product=' // &
                 real_text(tr%opt%u_product) // ' seed=' // int_text(tr%seed)
-    allocate(rec%slot_names(0), rec%slots(0))
-    if (.not. allocated(tr%opt%slots)) return
-    do k = 1, size(tr%opt%slots)
+    rec%slots = optimizer_state(tr%opt)
+    allocate(rec%slot_names(0))
+    do k = 1, size(rec%slots) / 3
       do j = 1, 3
         rec%slot_names = [rec%slot_names, string_t(trim(KIND(j)) // '.' // &
                           int_text(int(k, int64)))]
       end do
-      rec%slots = [rec%slots, slot_t(tr%opt%slots(k)%m), slot_t(tr%opt%slots(k)%v), &
-                   slot_t(tr%opt%slots(k)%vhat)]
     end do
   end function trainer_record
 
@@ -619,12 +619,7 @@ contains
                      int_text(int(n_tensors, int64)) // ' tensors')
       return
     end if
-    allocate(tr%opt%slots(n_tensors))
-    do k = 1, n_tensors
-      tr%opt%slots(k)%m = rec%slots(3 * k - 2)%m
-      tr%opt%slots(k)%v = rec%slots(3 * k - 1)%m
-      tr%opt%slots(k)%vhat = rec%slots(3 * k)%m
-    end do
+    call optimizer_set_state(tr%opt, rec%slots)
   end subroutine trainer_restore
 
   subroutine loss_view(tr, k, n, c, r, trows)
@@ -687,7 +682,7 @@ contains
     real(real64) :: wb(PIECE), gb(PIECE)
     integer(int64) :: i0, m
     logical :: direct
-    direct = updates_r32(opt)   ! (Adam: widened inside the rule instead)
+    direct = opt%single   ! (Adam, AdamW: in float32, as Keras)
     ! (the pieces are independent: over the threads for a large tensor)
     !$omp parallel do schedule(static) private(m, wb, gb) &
     !$omp   if (size(w, kind=int64) >= PARALLEL_PIECES .and. .not. omp_in_parallel())

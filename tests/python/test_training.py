@@ -423,6 +423,45 @@ def test_optimizer_steps_float32_exact_constants(make_cases, name, make_opt, dty
     _compare_steps(make_cases, name + " (exact constants)", make_opt, dtype, seed)
 
 
+FLOAT32_ADAM_CASES = [
+    ("adam", lambda: keras.optimizers.Adam(learning_rate=0.01)),
+    ("adam_amsgrad", lambda: keras.optimizers.Adam(learning_rate=0.01, amsgrad=True, beta_2=0.9)),
+    ("adam_beta_eps", lambda: keras.optimizers.Adam(learning_rate=0.02, beta_1=0.8,
+                                                    epsilon=1e-3)),
+    ("adam_clipvalue", lambda: keras.optimizers.Adam(learning_rate=0.01, clipvalue=0.01)),
+    ("adamw", lambda: keras.optimizers.AdamW(learning_rate=0.01, weight_decay=0.05)),
+    ("adamw_amsgrad", lambda: keras.optimizers.AdamW(learning_rate=0.01, amsgrad=True)),
+]
+
+
+@pytest.mark.parametrize("name,make_opt", FLOAT32_ADAM_CASES, ids=[c[0] for c in FLOAT32_ADAM_CASES])
+def test_float32_adam_update_is_keras_bit_for_bit(make_cases, name, make_opt):
+    """Adam and AdamW on a float32 network compute in float32 in Keras' order: given FKB's own
+    gradients, Keras' optimizer (apply_gradients on float32 variables holding the same
+    weights) moves every weight to the same float32 value, step after step. (Norm clipping is
+    left out: Keras sums the squares in float32 in its own order.)"""
+    seed = 3500 + [c[0] for c in FLOAT32_ADAM_CASES].index(name)
+    model = model_of(make_cases, lambda: seq(7, L.Dense(16, activation="tanh"), L.Dense(3)),
+                     "float32", seed)
+    net = fkb.from_keras(model)
+    kopt = make_opt()
+    net.compile(optimizer=kopt, loss="mse")  # converted from the Keras object
+    kvars = [keras.Variable(w) for w in net.get_weights()]
+    rng = np.random.default_rng(seed)
+    for step in range(5):
+        x = rng.normal(size=(9, 7))
+        y = rng.normal(size=(9, 3))
+        grads = net.gradients(x, y)  # float32 values (as float64 arrays)
+        kopt.apply_gradients(zip([tf.constant(g.astype(np.float32)) for g in grads], kvars))
+        net.train_on_batch(x, y)
+        for k, (got, ref) in enumerate(zip(net.get_weights(), kvars)):
+            ref = np.asarray(ref)
+            assert got.dtype == ref.dtype == np.float32
+            ulps = np.abs(got.view(np.int32).astype(np.int64) - ref.view(np.int32))
+            assert ulps.max() == 0, (f"{name} step {step + 1} tensor {k}: {int((ulps > 0).sum())} "
+                                     f"weights differ from Keras' by up to {int(ulps.max())} ulp")
+
+
 # -- (c) 200 steps: loss curves -----------------------------------------------------------------
 
 CURVE_OPTIMIZERS = {
