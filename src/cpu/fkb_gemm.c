@@ -11,8 +11,9 @@
  *
  * A training step's backward products use the same tiles: dW = dz . x^T reads the samples x
  * transposed (the BT tiles: each step broadcasts 12 consecutive values of one row of x), and
- * dx = W^T . dz first transposes W into a per-thread buffer (a few percent of the product) and
- * then runs the forward kernel, so the whole step runs on one thread pool (OpenMP).
+ * dx = W^T . dz packs W transposed into the forward kernel's panels (or, for weights beyond
+ * one L2 block, transposes W into a per-thread buffer), so the whole step runs on one thread
+ * pool (OpenMP).
  *
  * Compiled through target attributes, whatever flags the library is built with;
  * fkb_cpu_gemm_available() says at run time whether this CPU can run them. FKB_GEMM=blas in
@@ -246,8 +247,8 @@ int fkb_cpu_sgemm(int64_t m, int64_t n, int64_t k, const float *a, const float *
                   const float *bias, int act, double alpha, int threaded)
 {
     switch (isa_level()) {
-    case 2: s512_gemm(m, n, k, a, b, 0, c, bias, act, alpha, threaded); return 0;
-    case 1: s256_gemm(m, n, k, a, b, 0, c, bias, act, alpha, threaded); return 0;
+    case 2: s512_gemm(m, n, k, a, 0, b, 0, c, bias, act, alpha, threaded); return 0;
+    case 1: s256_gemm(m, n, k, a, 0, b, 0, c, bias, act, alpha, threaded); return 0;
     default: return -1;
     }
 }
@@ -256,8 +257,8 @@ int fkb_cpu_dgemm(int64_t m, int64_t n, int64_t k, const double *a, const double
                   double *c, const double *bias, int act, double alpha, int threaded)
 {
     switch (isa_level()) {
-    case 2: d512_gemm(m, n, k, a, b, 0, c, bias, act, alpha, threaded); return 0;
-    case 1: d256_gemm(m, n, k, a, b, 0, c, bias, act, alpha, threaded); return 0;
+    case 2: d512_gemm(m, n, k, a, 0, b, 0, c, bias, act, alpha, threaded); return 0;
+    case 1: d256_gemm(m, n, k, a, 0, b, 0, c, bias, act, alpha, threaded); return 0;
     default: return -1;
     }
 }
@@ -266,8 +267,8 @@ int fkb_cpu_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, const floa
                      float *c, int threaded)
 {
     switch (isa_level()) {
-    case 2: s512_gemm(m, n, k, a, b, 1, c, 0, 0, 0.0, threaded); return 0;
-    case 1: s256_gemm(m, n, k, a, b, 1, c, 0, 0, 0.0, threaded); return 0;
+    case 2: s512_gemm(m, n, k, a, 0, b, 1, c, 0, 0, 0.0, threaded); return 0;
+    case 1: s256_gemm(m, n, k, a, 0, b, 1, c, 0, 0, 0.0, threaded); return 0;
     default: return -1;
     }
 }
@@ -276,47 +277,44 @@ int fkb_cpu_dgemm_nt(int64_t m, int64_t n, int64_t k, const double *a, const dou
                      double *c, int threaded)
 {
     switch (isa_level()) {
-    case 2: d512_gemm(m, n, k, a, b, 1, c, 0, 0, 0.0, threaded); return 0;
-    case 1: d256_gemm(m, n, k, a, b, 1, c, 0, 0, 0.0, threaded); return 0;
+    case 2: d512_gemm(m, n, k, a, 0, b, 1, c, 0, 0, 0.0, threaded); return 0;
+    case 1: d256_gemm(m, n, k, a, 0, b, 1, c, 0, 0, 0.0, threaded); return 0;
     default: return -1;
     }
 }
+
+/* dx = W^T . dz: the transposed weights packed straight into the tiles' panels where they fit
+ * one L2 block, else W transposed into a per-thread buffer and the plain product. */
+#define FKB_GEMM_TN(P, REAL)                                                                   \
+    {                                                                                          \
+        REAL *at;                                                                              \
+        if (P##_packs_at(m, n, k) && P##_gemm(m, n, k, a, 1, b, 0, c, 0, 0, 0.0, threaded) == 0) \
+            return 0;                                                                          \
+        if (!(at = workspace(FKB_WS_TRANSPOSE, (size_t)m * (size_t)k * sizeof *at))) return -1; \
+        P##_transpose(k, m, a, at, threaded);                                                  \
+        return P##_gemm(m, n, k, at, 0, b, 0, c, 0, 0, 0.0, threaded);                         \
+    }
 
 int fkb_cpu_sgemm_tn(int64_t m, int64_t n, int64_t k, const float *a, const float *b,
                      float *c, int threaded)
 {
     const int level = isa_level();
-    float *at;
     if (level == 0 || k <= 0) return -1;  /* (k = 0: BLAS writes the zeros) */
     if (m <= 0 || n <= 0) return 0;
-    if (!(at = workspace(FKB_WS_TRANSPOSE, (size_t)m * (size_t)k * sizeof *at))) return -1;
-    if (level == 2) {
-        s512_transpose(k, m, a, at, threaded);
-        s512_gemm(m, n, k, at, b, 0, c, 0, 0, 0.0, threaded);
-    } else {
-        s256_transpose(k, m, a, at, threaded);
-        s256_gemm(m, n, k, at, b, 0, c, 0, 0, 0.0, threaded);
-    }
-    return 0;
+    if (level == 2) FKB_GEMM_TN(s512, float)
+    FKB_GEMM_TN(s256, float)
 }
 
 int fkb_cpu_dgemm_tn(int64_t m, int64_t n, int64_t k, const double *a, const double *b,
                      double *c, int threaded)
 {
     const int level = isa_level();
-    double *at;
     if (level == 0 || k <= 0) return -1;  /* (k = 0: BLAS writes the zeros) */
     if (m <= 0 || n <= 0) return 0;
-    if (!(at = workspace(FKB_WS_TRANSPOSE, (size_t)m * (size_t)k * sizeof *at))) return -1;
-    if (level == 2) {
-        d512_transpose(k, m, a, at, threaded);
-        d512_gemm(m, n, k, at, b, 0, c, 0, 0, 0.0, threaded);
-    } else {
-        d256_transpose(k, m, a, at, threaded);
-        d256_gemm(m, n, k, at, b, 0, c, 0, 0, 0.0, threaded);
-    }
-    return 0;
+    if (level == 2) FKB_GEMM_TN(d512, double)
+    FKB_GEMM_TN(d256, double)
 }
+#undef FKB_GEMM_TN
 
 #else /* not x86-64 with GCC or Clang: callers use BLAS */
 

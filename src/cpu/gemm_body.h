@@ -297,9 +297,46 @@ static TARGET void NAME(pack_rows)(int64_t m, int64_t i0, int64_t i1, int64_t k,
     }
 }
 
+/* The same panels from a given transposed (a k x m, a(p,i) at a[i*k + p]): the transposed
+ * weights of dx = W^T . dz packed straight from W, one pass instead of a transpose and then a
+ * pack (those two passes were 7% of a one-thread training step on the SPCAM-like model).
+ * Panel by panel, 2W columns of a (contiguous runs of k) at a time, each step writing one
+ * contiguous row of 2W of the panel. */
+static TARGET void NAME(pack_rows_t)(int64_t m, int64_t i0, int64_t i1, int64_t k,
+                                     const REAL *a, REAL *dst)
+{
+    (void)m;
+    for (int64_t q = i0; q < i1; q += 2 * W, dst += 2 * W * k) {
+        const int64_t rows = i1 - q < 2 * W ? i1 - q : 2 * W;
+        const REAL *src = a + q * k;
+        for (int64_t p = 0; p < k; p++) {
+            REAL *d = dst + 2 * W * p;
+            for (int64_t r = 0; r < rows; r++) d[r] = src[r * k + p];
+            for (int64_t r = rows; r < 2 * W; r++) d[r] = 0;
+        }
+    }
+}
+
+/* Panels of rows i0..i1-1 from a (at: a given transposed). */
+static void NAME(pack)(int at, int64_t m, int64_t i0, int64_t i1, int64_t k, const REAL *a,
+                       REAL *dst)
+{
+    if (at) NAME(pack_rows_t)(m, i0, i1, k, a, dst);
+    else NAME(pack_rows)(m, i0, i1, k, a, dst);
+}
+
+/* Rows of a in one block whose weights stay in L2 while every column tile passes: the weights
+ * of a wide layer (1024 x 1024 float32: 4 MiB) would otherwise be read once per tile of 12
+ * samples, from beyond L3 where other work shares it (wide model, batch 64, 1 thread: 160 us
+ * per sample, the kernel stalled on the weights). A multiple of 2W. */
+static int64_t NAME(row_block)(int64_t k)
+{
+    const int64_t mc = (int64_t)(FKB_CPU_L2_WEIGHTS / ((k > 0 ? k : 1) * (int64_t)sizeof(REAL)));
+    return mc < 2 * W ? 2 * W : mc / (2 * W) * (2 * W);
+}
+
 /* The column tiles t0..t1-1 (NR_MAX samples each) of rows r0..r1-1 of the product, rows in
- * blocks of mc; packed: all of a already packed (pack_rows of rows 0..m-1; then r0 = 0, r1 = m
- * and mc >= m), or NULL. */
+ * blocks of mc; packed: the panels of rows r0..r1-1 already packed (then mc >= m), or NULL. */
 static void NAME(gemm_tiles)(int64_t m, int64_t n, int64_t k, const REAL *a, const REAL *b,
     int bt, REAL *c, const REAL *bias, int act, REAL alpha_r, int64_t mc, int64_t t0,
     int64_t t1, int64_t r0, int64_t r1, const REAL *packed)
@@ -335,41 +372,44 @@ static void NAME(gemm_tiles)(int64_t m, int64_t n, int64_t k, const REAL *a, con
     }
 }
 
-/* Thread th of nth's share of a product split by rows: its rows in whole panels, all columns. */
-static void NAME(gemm_row_share)(int64_t m, int64_t n, int64_t k, const REAL *a, const REAL *b,
-    int bt, REAL *c, const REAL *bias, int act, REAL alpha_r, int64_t mc, int th, int nth)
+/* Thread th of nth's share of a product split by rows: its rows in whole panels, all columns.
+ * packed: a buffer for all of a's panels, into which the thread packs its own (at: a given
+ * transposed, which needs them), or NULL. */
+static void NAME(gemm_row_share)(int64_t m, int64_t n, int64_t k, const REAL *a, int at,
+    const REAL *b, int bt, REAL *c, const REAL *bias, int act, REAL alpha_r, int64_t mc, int th,
+    int nth, REAL *packed)
 {
     const int64_t tiles = (n + NR_MAX - 1) / NR_MAX;
     const int64_t panels = (m + 2 * W - 1) / (2 * W);
-    const int64_t r0 = panels * th / nth * 2 * W, r1 = panels * (th + 1) / nth * 2 * W;
-    NAME(gemm_tiles)(m, n, k, a, b, bt, c, bias, act, alpha_r, mc, 0, tiles, r0, r1 < m ? r1 : m,
-                     0);
+    const int64_t r0 = panels * th / nth * 2 * W, r1p = panels * (th + 1) / nth * 2 * W;
+    const int64_t r1 = r1p < m ? r1p : m;
+    REAL *mine = packed ? packed + r0 * k : 0;
+    if (r1 <= r0) return;
+    if (mine) NAME(pack)(at, m, r0, r1, k, a, mine);
+    NAME(gemm_tiles)(m, n, k, a, b, bt, c, bias, act, alpha_r, mc, 0, tiles, r0, r1, mine);
 }
 
 /* c(m,n) = act(a(m,k) . b(k,n) + bias), all column-major and contiguous; bias may be NULL;
- * bt: b is given transposed, as an n x k matrix. threaded: split the columns (or, for one
- * column, the rows) over the OpenMP threads, unless the caller is already inside a parallel
- * region. */
-static void NAME(gemm)(int64_t m, int64_t n, int64_t k, const REAL *a, const REAL *b, int bt,
-                    REAL *c, const REAL *bias, int act, double alpha_in, int threaded)
+ * bt: b is given transposed, as an n x k matrix; at: a is given transposed, as a k x m matrix
+ * (only where NAME(packs_at) says so: its panels are packed from it). threaded: split the
+ * columns (or, for one column, the rows) over the OpenMP threads, unless the caller is already
+ * inside a parallel region. Returns 0, or -1 (nothing done) when a given transposed finds no
+ * memory for its panels. */
+static int NAME(gemm)(int64_t m, int64_t n, int64_t k, const REAL *a, int at, const REAL *b,
+                      int bt, REAL *c, const REAL *bias, int act, double alpha_in, int threaded)
 {
     const REAL alpha_r = (REAL)alpha_in;
     /* (the OpenMP queries only for a product large enough to be split: two library calls per
      * layer were ~5% of a tiny network's single-sample predict) */
     const int nthreads = threaded && m * n * k >= FKB_CPU_PARALLEL_MIN && !omp_in_parallel()
                          ? omp_get_max_threads() : 1;
-    if (m <= 0 || n <= 0) return;
-    if (n == 1) {  /* (one column of b reads the same transposed or not) */
+    if (m <= 0 || n <= 0) return 0;
+    if (n == 1 && !at) {  /* (one column of b reads the same transposed or not) */
         NAME(gemv)(m, k, a, b, c, bias, act, alpha_r, nthreads);
-        return;
+        return 0;
     }
     const int64_t tiles = (n + NR_MAX - 1) / NR_MAX;
-    /* Rows in blocks whose weights (mc x k) stay in L2 while every column tile passes: the
-     * weights of a wide layer (1024 x 1024 float32: 4 MiB) would otherwise be read once per
-     * tile of 12 samples, from beyond L3 where other work shares it (wide model, batch 64,
-     * 1 thread: 160 us per sample, the kernel stalled on the weights). */
-    int64_t mc = (int64_t)(FKB_CPU_L2_WEIGHTS / ((k > 0 ? k : 1) * (int64_t)sizeof(REAL)));
-    mc = mc < 2 * W ? 2 * W : mc / (2 * W) * (2 * W);
+    const int64_t mc = NAME(row_block)(k);
     const int split = nthreads > 1 && m * n * k >= FKB_CPU_PARALLEL_MIN;
     /* Columns (samples) over the threads when there are enough, else rows in whole panels (a
      * small batch through a wide layer), else one thread. Weights beyond L2 are split by rows
@@ -382,12 +422,14 @@ static void NAME(gemm)(int64_t m, int64_t n, int64_t k, const REAL *a, const REA
     /* Weights that fit L2 and that many column tiles will read are packed once per call,
      * panel by panel, into one contiguous stream: the tiles' loads then run along it instead
      * of striding by the leading dimension (SPCAM-like, one thread, Intel Xeon: 1.07x at
-     * batch 4096, 1.05x at 256, with the packing). Split over the threads with the product. */
+     * batch 4096, 1.05x at 256, with the packing). Split over the threads with the product.
+     * Transposed weights are always packed (the pack is their transpose). */
     const int64_t panels = (m + 2 * W - 1) / (2 * W);
-    REAL *packed = mc >= m && m * k * (int64_t)sizeof(REAL) >= FKB_CPU_PREPACK_MIN_BYTES &&
-                   tiles >= (by_cols ? FKB_CPU_PREPACK_MIN_TILES_SPLIT * nthreads
-                                                : FKB_CPU_PREPACK_MIN_TILES)
+    REAL *packed = at || (mc >= m && m * k * (int64_t)sizeof(REAL) >= FKB_CPU_PREPACK_MIN_BYTES &&
+                          tiles >= (by_cols ? FKB_CPU_PREPACK_MIN_TILES_SPLIT * nthreads
+                                            : FKB_CPU_PREPACK_MIN_TILES))
                    ? workspace(FKB_WS_PACK, (size_t)(panels * 2 * W * k) * sizeof(REAL)) : 0;
+    if (at && !packed) return -1;
     if (by_cols) {
         /* Chunks of column tiles handed out as threads come free, not halves fixed in advance:
          * on a shared machine one core is often slower than the other (a busy sibling
@@ -403,8 +445,8 @@ static void NAME(gemm)(int64_t m, int64_t n, int64_t k, const REAL *a, const REA
                 const int t = omp_get_thread_num(), nt = omp_get_num_threads();
                 const int64_t p0 = panels * t / nt, p1 = panels * (t + 1) / nt;
                 if (p1 > p0)
-                    NAME(pack_rows)(m, p0 * 2 * W, p1 * 2 * W < m ? p1 * 2 * W : m, k, a,
-                                    packed + p0 * 2 * W * k);
+                    NAME(pack)(at, m, p0 * 2 * W, p1 * 2 * W < m ? p1 * 2 * W : m, k, a,
+                               packed + p0 * 2 * W * k);
 #pragma omp barrier
             }
 #pragma omp for schedule(dynamic, 1)
@@ -413,14 +455,23 @@ static void NAME(gemm)(int64_t m, int64_t n, int64_t k, const REAL *a, const REA
                                  t0 + chunk < tiles ? t0 + chunk : tiles, 0, m, packed);
         }
     } else if (by_rows) {
+        /* (each thread packs and reads only its own panels: no barrier) */
 #pragma omp parallel num_threads(nthreads)
-        NAME(gemm_row_share)(m, n, k, a, b, bt, c, bias, act, alpha_r, mc, omp_get_thread_num(),
-                             omp_get_num_threads());
+        NAME(gemm_row_share)(m, n, k, a, at, b, bt, c, bias, act, alpha_r, mc,
+                             omp_get_thread_num(), omp_get_num_threads(), at ? packed : 0);
     } else {
         /* (no parallel construct at all: even an inactive one costs ~0.1 us per call) */
-        if (packed) NAME(pack_rows)(m, 0, m, k, a, packed);
+        if (packed) NAME(pack)(at, m, 0, m, k, a, packed);
         NAME(gemm_tiles)(m, n, k, a, b, bt, c, bias, act, alpha_r, mc, 0, tiles, 0, m, packed);
     }
+    return 0;
+}
+
+/* Whether gemm can take a given transposed (dx = W^T . dz): its panels are packed straight
+ * from it when all of them fit the L2 block (one row block) and there is more than one column. */
+static int NAME(packs_at)(int64_t m, int64_t n, int64_t k)
+{
+    return n > 1 && NAME(row_block)(k) >= m;
 }
 
 /* dst (cols x rows) = src (rows x cols)^T, column-major, for the columns c0..c1-1 of src (c0 a
