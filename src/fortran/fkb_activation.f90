@@ -8,7 +8,7 @@ module fkb_activation
   private
   public :: fkb_activation_t, activation_from_name, activation_name, activation_takes_alpha
   public :: apply_activation, bias_activation, read_activation, write_activation
-  public :: activation_backward
+  public :: activation_backward, derivative_from_output
   public :: ACT_LINEAR, ACT_RELU, ACT_RELU_GENERAL, ACT_LEAKY_RELU, ACT_ELU, ACT_SOFTMAX
 
   enum, bind(c)
@@ -108,6 +108,25 @@ contains
     character(len=:), allocatable :: name
     name = trim(NAMES(act%id))
   end function activation_name
+
+  pure logical function derivative_from_output(act)
+    !! Whether act'(z) is act'(y) elementwise, y = act(z), so that activation_backward gives
+    !! the same bits when passed y for z: the ReLU family, whose derivative reads only z > 0,
+    !! with a slope >= 0 (y > 0 exactly where z > 0, NaN and -0 included; a product a*z that
+    !! underflows stays <= 0). Not the ReLU layer with a slope (its derivative at z = 0 is 0,
+    !! at z < 0 it is the slope, and y = 0 is both), a threshold or a maximum.
+    type(fkb_activation_t), intent(in) :: act
+    select case (act%id)
+    case (ACT_RELU)
+      derivative_from_output = .true.
+    case (ACT_LEAKY_RELU)
+      derivative_from_output = act%alpha >= 0
+    case (ACT_RELU_GENERAL)
+      derivative_from_output = act%alpha == 0 .and. act%threshold == 0 .and. .not. act%has_max
+    case default
+      derivative_from_output = .false.
+    end select
+  end function derivative_from_output
 
   pure logical function activation_takes_alpha(act)
     type(fkb_activation_t), intent(in) :: act

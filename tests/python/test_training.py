@@ -34,6 +34,7 @@ fkb = pytest.importorskip("fkb")
 pytest.importorskip("fkb._core")
 
 from fkb import optimizers as fopt  # noqa: E402
+from fkb._keras_objects import LeakyReLUActivation  # noqa: E402
 
 pytestmark = pytest.mark.engine
 L = keras.layers
@@ -201,6 +202,44 @@ def test_gradients_every_activation(make_cases, dtype):
         with floatx(dtype):
             loss_fn = keras.losses.MeanSquaredError()
         check_gradients(net, model, loss_fn, x, y, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_absorbed_activation_layers_give_the_dense_activation_bits(make_cases, dtype):
+    """A linear Dense followed by a ReLU-family Activation layer trains as one pass (the
+    activation applied in the product, its gradient taken from the output, in place): the
+    same bits as the Dense with that activation built in, which keeps its pre-activation and
+    differentiates from it. Gradients, losses and the weights after Adam steps, on a batch
+    large enough that the in-place gradient pass is split over the threads."""
+    def layered():
+        return seq(9, L.Dense(64), L.LeakyReLU(negative_slope=0.2), L.Dense(64), L.ReLU(),
+                   L.Dense(64), L.Activation("relu"), L.Dense(64),
+                   L.LeakyReLU(negative_slope=0.0), L.Dense(3))
+
+    def built_in():
+        return seq(9, L.Dense(64, activation="leaky_relu"), L.Dense(64, activation="relu"),
+                   L.Dense(64, activation="relu"),
+                   L.Dense(64, activation=LeakyReLUActivation(0.0)), L.Dense(3))
+
+    a = model_of(make_cases, layered, dtype, 1200)
+    b = model_of(make_cases, built_in, dtype, 1201)
+    b.set_weights(a.get_weights())
+    nets = [fkb.from_keras(m) for m in (a, b)]
+    for net in nets:
+        net.compile(optimizer=fopt.Adam(learning_rate=0.01), loss="mse")
+    rng = np.random.default_rng(1200)
+    x = rng.normal(size=(1100, 9))
+    y = rng.normal(size=(1100, 3))
+    ga, gb = (net.gradients(x, y) for net in nets)
+    assert len(ga) == len(gb) == 10
+    for k, (p, q) in enumerate(zip(ga, gb)):
+        assert np.abs(q).max() > 0
+        assert np.array_equal(p, q), f"gradient {k}: {np.abs(p - q).max():.3e}"
+    for step in range(3):
+        la, lb = (net.train_on_batch(x, y) for net in nets)
+        assert la == lb, (step, la, lb)
+    for k, (p, q) in enumerate(zip(*(net.get_weights() for net in nets))):
+        assert np.array_equal(p, q), f"weights {k} after 3 steps"
 
 
 def _targets(kind: str, rng, n: int, m: int):

@@ -9,7 +9,7 @@ module fkb_layer_activation
   use omp_lib, only: omp_in_parallel, omp_get_max_threads
   use fkb_activation, only: fkb_activation_t, read_activation, write_activation, &
                             apply_activation, activation_backward, ACT_RELU_GENERAL, ACT_LEAKY_RELU, ACT_ELU, &
-                            ACT_SOFTMAX
+                            ACT_SOFTMAX, derivative_from_output
   implicit none
   private
   public :: fkb_activation_layer_t
@@ -26,6 +26,10 @@ module fkb_layer_activation
     procedure :: supports_training => act_supports_training
     procedure :: backward_r32 => act_backward_r32
     procedure :: backward_r64 => act_backward_r64
+    procedure :: runs_in_place => act_runs_in_place
+    procedure :: backward_from_output_r32 => act_backward_from_output_r32
+    procedure :: backward_from_output_r64 => act_backward_from_output_r64
+    generic :: backward_from_output => backward_from_output_r32, backward_from_output_r64
   end type fkb_activation_layer_t
 
 contains
@@ -204,6 +208,59 @@ contains
       dx = dy
     end if
   end subroutine act_backward_r64
+
+  logical function act_runs_in_place(self)
+    !! Whether training may run this layer in place: its output computed by the producer of
+    !! its input (a Dense that absorbs it), its input's gradient by backward_from_output, in
+    !! the buffer of its output's.
+    class(fkb_activation_layer_t), intent(in) :: self
+    act_runs_in_place = derivative_from_output(self%act)
+  end function act_runs_in_place
+
+  subroutine act_backward_from_output_r32(self, y, dy)
+    !! dy := dL/dx from the output alone (only where runs_in_place): one pass, no input read.
+    class(fkb_activation_layer_t), intent(in) :: self
+    real(real32), intent(in), contiguous :: y(:, :)
+    real(real32), intent(inout), contiguous :: dy(:, :)
+    integer(int64) :: m, n, t, nt, j0, j1
+    m = self%n_out
+    n = size(y, 2, kind=int64)
+    nt = share_count(m * n)
+    if (nt > 1) then
+      !$omp parallel do schedule(static) private(j0, j1) num_threads(nt)
+      do t = 0, nt - 1
+        j0 = n * t / nt + 1
+        j1 = n * (t + 1) / nt
+        call activation_backward(self%act, m, j1 - j0 + 1, y(:, j0:j1), y(:, j0:j1), &
+                                 dy(:, j0:j1))
+      end do
+      !$omp end parallel do
+    else
+      call activation_backward(self%act, m, n, y, y, dy)
+    end if
+  end subroutine act_backward_from_output_r32
+
+  subroutine act_backward_from_output_r64(self, y, dy)
+    class(fkb_activation_layer_t), intent(in) :: self
+    real(real64), intent(in), contiguous :: y(:, :)
+    real(real64), intent(inout), contiguous :: dy(:, :)
+    integer(int64) :: m, n, t, nt, j0, j1
+    m = self%n_out
+    n = size(y, 2, kind=int64)
+    nt = share_count(m * n)
+    if (nt > 1) then
+      !$omp parallel do schedule(static) private(j0, j1) num_threads(nt)
+      do t = 0, nt - 1
+        j0 = n * t / nt + 1
+        j1 = n * (t + 1) / nt
+        call activation_backward(self%act, m, j1 - j0 + 1, y(:, j0:j1), y(:, j0:j1), &
+                                 dy(:, j0:j1))
+      end do
+      !$omp end parallel do
+    else
+      call activation_backward(self%act, m, n, y, y, dy)
+    end if
+  end subroutine act_backward_from_output_r64
 
   integer(int64) function share_count(elements) result(nt)
     !! Threads to split a pass over this many elements across the batch: all of them from
