@@ -42,6 +42,9 @@
 #ifndef FKB_CPU_CHUNKS
 #define FKB_CPU_CHUNKS 8
 #endif
+/* At most this many threads share one product's column tiles (the claim ranges live on the
+ * stack); more threads than this run the product on this many. */
+#define FKB_CPU_MAX_SPLIT 256
 #ifndef FKB_CPU_PREPACK_MIN_TILES
 /* Weights that fit L2 are packed when at least this many column tiles read them on one thread,
  * or FKB_CPU_PREPACK_MIN_TILES_SPLIT per thread when split (each thread then also reads the
@@ -114,6 +117,42 @@ static void *workspace(int slot, size_t bytes)
         w->bytes[slot] = bytes;
     }
     return w->p[slot];
+}
+
+/* Chunks of a product's column tiles (samples) over the threads: thread t owns the contiguous
+ * range [chunks*t/nt, chunks*(t+1)/nt) and takes its own chunks first, from the front; a thread
+ * that has run out takes from the back of the others' ranges. When the threads are equally
+ * fast every thread computes the same samples in every layer, so a layer's input is in the
+ * thread's own L2, written there by the layer before; when one is slower (a shared machine)
+ * the other takes over its last chunks instead of waiting for them. (Plain dynamic chunks gave
+ * the balance but handed the samples out at random: SPCAM-like batch 256 on 2 threads ran at
+ * 1.24x one thread on an Intel Xeon, half of every layer's input coming from the other
+ * core's cache; fixed halves gave 1.49x but wait for the slower core.)
+ * range[t] packs front (low 32 bits) and back (high 32 bits); both move under compare-and-swap. */
+static void chunk_ranges_init(uint64_t *range, int nt, int64_t chunks)
+{
+    for (int t = 0; t < nt; t++) {
+        const uint64_t lo = (uint64_t)(chunks * t / nt), hi = (uint64_t)(chunks * (t + 1) / nt);
+        __atomic_store_n(&range[t], lo | hi << 32, __ATOMIC_RELAXED);
+    }
+}
+
+/* The next chunk for thread t (its own from the front, else another's from the back), or -1. */
+static int64_t chunk_claim(uint64_t *range, int t, int nt)
+{
+    for (int i = 0; i < nt; i++) {
+        const int v = (t + i) % nt;
+        uint64_t cur = __atomic_load_n(&range[v], __ATOMIC_RELAXED);
+        for (;;) {
+            const uint64_t lo = cur & 0xFFFFFFFFu, hi = cur >> 32;
+            if (lo >= hi) break;
+            const uint64_t want = i == 0 ? (lo + 1) | hi << 32 : lo | (hi - 1) << 32;
+            if (__atomic_compare_exchange_n(&range[v], &cur, want, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_RELAXED))
+                return (int64_t)(i == 0 ? lo : hi - 1);
+        }
+    }
+    return -1;
 }
 
 /* ---- AVX-512F: 32 registers of 16 floats / 8 doubles, mask registers ---------------------- */

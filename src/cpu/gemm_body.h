@@ -431,28 +431,32 @@ static int NAME(gemm)(int64_t m, int64_t n, int64_t k, const REAL *a, int at, co
                    ? workspace(FKB_WS_PACK, (size_t)(panels * 2 * W * k) * sizeof(REAL)) : 0;
     if (at && !packed) return -1;
     if (by_cols) {
-        /* Chunks of column tiles handed out as threads come free, not halves fixed in advance:
-         * on a shared machine one core is often slower than the other (a busy sibling
-         * hyperthread, another tenant), and with fixed halves every layer waited for the
-         * slower one (SPCAM-like batch 4096 on 2 vCPUs: 2 threads ~1.4x one when a vCPU was
-         * contended, against ~2x unloaded). FKB_CPU_CHUNKS chunks per thread; when the threads
-         * are equally fast they take alternate chunks, layer after layer. */
+        /* Chunks of column tiles, each thread its own first and then the others' (see
+         * chunk_claim), not halves fixed in advance: on a shared machine one core is often
+         * slower than the other (a busy sibling hyperthread, another tenant), and with fixed
+         * halves every layer waited for the slower one (SPCAM-like batch 4096 on 2 vCPUs: 2
+         * threads ~1.4x one when a vCPU was contended, against ~2x unloaded). FKB_CPU_CHUNKS
+         * chunks per thread. */
         const int64_t per = tiles / ((int64_t)nthreads * FKB_CPU_CHUNKS);
-        const int64_t chunk = per > 0 ? per : 1;
-#pragma omp parallel num_threads(nthreads)
+        const int64_t chunk = per > 0 ? per : 1, chunks = (tiles + chunk - 1) / chunk;
+        uint64_t range[FKB_CPU_MAX_SPLIT];
+        const int nsplit = nthreads < FKB_CPU_MAX_SPLIT ? nthreads : FKB_CPU_MAX_SPLIT;
+#pragma omp parallel num_threads(nsplit)
         {
+            const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+            if (t == 0) chunk_ranges_init(range, nt, chunks);
             if (packed) {
-                const int t = omp_get_thread_num(), nt = omp_get_num_threads();
                 const int64_t p0 = panels * t / nt, p1 = panels * (t + 1) / nt;
                 if (p1 > p0)
                     NAME(pack)(at, m, p0 * 2 * W, p1 * 2 * W < m ? p1 * 2 * W : m, k, a,
                                packed + p0 * 2 * W * k);
-#pragma omp barrier
             }
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t t0 = 0; t0 < tiles; t0 += chunk)
+#pragma omp barrier
+            for (int64_t q; (q = chunk_claim(range, t, nt)) >= 0;) {
+                const int64_t t0 = q * chunk;
                 NAME(gemm_tiles)(m, n, k, a, b, bt, c, bias, act, alpha_r, mc, t0,
                                  t0 + chunk < tiles ? t0 + chunk : tiles, 0, m, packed);
+            }
         }
     } else if (by_rows) {
         /* (each thread packs and reads only its own panels: no barrier) */

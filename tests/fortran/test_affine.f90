@@ -27,7 +27,8 @@ program test_affine
   integer(int64), parameter :: K_PACKED = 300
   character(len=*), parameter :: ACTS(5) = [character(len=10) :: 'linear', 'relu', &
                                             'leaky_relu', 'tanh', 'softmax']
-  integer :: im, in, ik, ia, ib, threads
+  integer, parameter :: THREADS_TRIED(3) = [1, 2, 5]
+  integer :: im, in, ik, ia, ib, threads, it
 
   print '(a, l1)', 'FKB own kernels in use: ', fast_gemm_available()
   do ia = 1, size(ACTS)
@@ -59,8 +60,11 @@ program test_affine
   end do
   ! Weights that fit L2 but not L1, read by many column tiles: packed once per call (on one
   ! thread from 16 tiles; split over the threads from 40 tiles per thread: 1000 samples on two
-  ! threads), rows ending in an edge (300 rows) or a half (65) panel; on one thread and on two.
-  do threads = 1, 2
+  ! threads), rows ending in an edge (300 rows) or a half (65) panel; on one thread, on two,
+  ! and on five (more threads than this machine's cores: their progress is uneven, so threads
+  ! take chunks of samples from the others' ranges, which every sample must survive).
+  do it = 1, size(THREADS_TRIED)
+    threads = THREADS_TRIED(it)
     call omp_set_num_threads(threads)
     call case32('leaky_relu', .true., 300_int64, 1000_int64, 94_int64)
     call case32('linear', .false., 65_int64, 1000_int64, 256_int64)
