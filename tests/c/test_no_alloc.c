@@ -77,6 +77,7 @@ int main(int argc, char **argv)
     for (int k = 0; k < 6; k++) {
         run(argv[1], names[k], 1);
         run(argv[1], names[k], 333);
+        run(argv[1], names[k], 1000);
     }
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail == 0 ? 0 : 1;
