@@ -180,6 +180,11 @@ static int64_t chunk_claim(uint64_t *range, int t, int nt)
 #define V_MUL(a, b) _mm512_mul_ps(a, b)
 #define V_LT0(v) _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ)
 #define V_BLEND(m, f, t) _mm512_mask_blend_ps(m, f, t)
+/* (lane l of a gather reads l * k elements on: one row of a given transposed) */
+#define IVEC __m512i
+#define V_GATHER_INDEX(k) _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, \
+    10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)(k)))
+#define V_GATHER(idx, p) _mm512_i32gather_ps(idx, p, 4)
 #include "gemm_body.h"
 #include "gemm_undef.h"
 
@@ -199,6 +204,10 @@ static int64_t chunk_claim(uint64_t *range, int t, int nt)
 #define V_MUL(a, b) _mm512_mul_pd(a, b)
 #define V_LT0(v) _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_LT_OQ)
 #define V_BLEND(m, f, t) _mm512_mask_blend_pd(m, f, t)
+#define IVEC __m256i
+#define V_GATHER_INDEX(k) _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), \
+    _mm256_set1_epi32((int)(k)))
+#define V_GATHER(idx, p) _mm512_i32gather_pd(idx, p, 8)
 #include "gemm_body.h"
 #include "gemm_undef.h"
 

@@ -16,3 +16,6 @@
 #undef V_MUL
 #undef V_LT0
 #undef V_BLEND
+#undef IVEC
+#undef V_GATHER_INDEX
+#undef V_GATHER
