@@ -219,47 +219,13 @@ contains
 
   subroutine act_backward_from_output_r32(self, y, dy)
     !! dy := dL/dx from the output alone (only where runs_in_place): one pass, no input read.
-    class(fkb_activation_layer_t), intent(in) :: self
-    real(real32), intent(in), contiguous :: y(:, :)
-    real(real32), intent(inout), contiguous :: dy(:, :)
-    integer(int64) :: m, n, t, nt, j0, j1
-    m = self%n_out
-    n = size(y, 2, kind=int64)
-    nt = share_count(m * n)
-    if (nt > 1) then
-      !$omp parallel do schedule(static) private(j0, j1) num_threads(nt)
-      do t = 0, nt - 1
-        j0 = n * t / nt + 1
-        j1 = n * (t + 1) / nt
-        call activation_backward(self%act, m, j1 - j0 + 1, y(:, j0:j1), y(:, j0:j1), &
-                                 dy(:, j0:j1))
-      end do
-      !$omp end parallel do
-    else
-      call activation_backward(self%act, m, n, y, y, dy)
-    end if
+    integer, parameter :: wp = real32
+    include 'kernels/activation_from_output.inc'
   end subroutine act_backward_from_output_r32
 
   subroutine act_backward_from_output_r64(self, y, dy)
-    class(fkb_activation_layer_t), intent(in) :: self
-    real(real64), intent(in), contiguous :: y(:, :)
-    real(real64), intent(inout), contiguous :: dy(:, :)
-    integer(int64) :: m, n, t, nt, j0, j1
-    m = self%n_out
-    n = size(y, 2, kind=int64)
-    nt = share_count(m * n)
-    if (nt > 1) then
-      !$omp parallel do schedule(static) private(j0, j1) num_threads(nt)
-      do t = 0, nt - 1
-        j0 = n * t / nt + 1
-        j1 = n * (t + 1) / nt
-        call activation_backward(self%act, m, j1 - j0 + 1, y(:, j0:j1), y(:, j0:j1), &
-                                 dy(:, j0:j1))
-      end do
-      !$omp end parallel do
-    else
-      call activation_backward(self%act, m, n, y, y, dy)
-    end if
+    integer, parameter :: wp = real64
+    include 'kernels/activation_from_output.inc'
   end subroutine act_backward_from_output_r64
 
   integer(int64) function share_count(elements) result(nt)
